@@ -28,6 +28,7 @@ setup(
     install_requires=[
         "torch", "torchvision", "numpy", "diffusers", "huggingface_hub", "safetensors", "einops",
         "omegaconf", "PyYAML", "zarr>=3", "numcodecs", "tqdm", "tensorboard", "pillow", "av",
+        "scipy", "opencv-python",
     ],
     zip_safe=False,
     maintainer="uwm-ros developers",
