@@ -86,7 +86,10 @@ def config_dir() -> Path:
     candidates = []
     if os.environ.get("UWM_CONFIG_DIR"):
         candidates.append(Path(os.environ["UWM_CONFIG_DIR"]))
-    candidates.append(Path(__file__).resolve().parents[3] / "config")  # src/uwm_core/uwm_core
+    here = Path(__file__).resolve()
+    candidates.append(here.parents[3] / "config")  # source tree: <ws>/src/uwm_core/uwm_core/config.py
+    # installed: <prefix>/lib/pythonX.Y/site-packages/uwm_core/config.py -> <prefix>/share/uwm_core/config
+    candidates.append(here.parents[4] / "share" / "uwm_core" / "config")
     candidates.append(Path(sys.prefix) / "share" / "uwm_core" / "config")
     for path in candidates:
         if (path / "model").is_dir():

@@ -110,7 +110,7 @@ class LatentCodec(nn.Module):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_value = float(loss)
+            loss_value = loss.item()
             if progress is not None:
                 progress(step, loss_value)
         vae.requires_grad_(False)
