@@ -1,0 +1,240 @@
+"""uwm-bag2dataset on bags written directly with rosbags: storage formats, encodings, rates and
+jitter (the alignment rule checked frame by frame), action sources, re-runs and appends."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from bagfactory import BagBuilder
+
+from uwm_core.data import open_dataset
+from uwm_core.image_codec import decode_compressed, encode_compressed
+from uwm_core.spatial import apply_delta
+from uwm_teleop.bag2dataset import ConvertConfig, convert, main, to_dataset_resolution
+
+T0 = 1_700_000_000 * 10**9
+MS = 1_000_000
+DT = 100 * MS
+LEFT, WRIST = "/cam/left/image", "/cam/wrist/image"
+DELTA, TARGET, POSE, GRIPPER = "/teleop/delta_ee", "/robot/target", "/robot/pose", "/gripper/command"
+
+
+def config(**overrides) -> ConvertConfig:
+    values = dict(cameras={"left": LEFT, "wrist": WRIST}, image_size=None, delta_topic=DELTA,
+                  target_topic=TARGET, pose_topic=POSE, gripper_topic=GRIPPER, max_frame_gap_s=0.15)
+    values.update(overrides)
+    return ConvertConfig(**values).validate()
+
+
+def commands(bag: BagBuilder, steps: int, rng, start=T0 + 40 * MS, jitter=0, topics=("delta",)):
+    """A command stream like the command interface's: delta, target, gripper per step; returns
+    (stamps, deltas, grippers, targets)."""
+    position, quat = np.array([0.5, 0.0, 0.3]), np.array([0.0, 0.0, 0.0, 1.0])
+    if "target" in topics:
+        bag.pose(POSE, start - 30 * MS, position, quat)  # the measured pose the target is seeded from
+    stamps, deltas, grippers = [], [], []
+    for k in range(steps):
+        stamp = start + k * DT + (int(rng.integers(-jitter, jitter + 1)) if jitter else 0)
+        delta = np.concatenate([rng.normal(0, 0.01, 3), rng.normal(0, 0.05, 3)])
+        gripper = float(k >= steps // 2)
+        position, quat = apply_delta(position, quat, delta)
+        if "delta" in topics:
+            bag.twist(DELTA, stamp, delta)
+        if "target" in topics:
+            bag.pose(TARGET, stamp, position, quat)
+        if "pose" in topics:  # the robot reaches it 50 ms later
+            bag.pose(POSE, stamp + 50 * MS, position, quat)
+        bag.gripper(GRIPPER, stamp + 2 * MS, gripper)
+        stamps.append(stamp), deltas.append(delta), grippers.append(gripper)
+    return np.array(stamps), np.array(deltas), np.array(grippers)
+
+
+def camera(bag, topic, count, period, rng, shape=(12, 16), jitter=0, start=T0, kind="rgb8", pad=0):
+    """Frames with random pixels; returns {stamp: expected RGB after decoding}."""
+    frames = {}
+    for i in range(count):
+        stamp = start + i * period + (int(rng.integers(-jitter, jitter + 1)) if jitter else 0)
+        rgb = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+        if kind in ("jpeg", "png"):
+            bag.compressed(topic, stamp, rgb, kind)
+            rgb = decode_compressed(kind, encode_compressed(rgb, kind))
+        else:
+            if kind == "mono8":
+                rgb = np.repeat(rgb[..., :1], 3, axis=2)
+            bag.image(topic, stamp, rgb, kind, pad=pad)
+        frames[stamp] = rgb
+    return frames
+
+
+def latest_at_or_before(stamps, t):
+    """The alignment rule, written out plainly for the check."""
+    earlier = [s for s in stamps if s <= t]
+    return max(earlier) if earlier else None
+
+
+def test_rates_jitter_and_a_camera_that_stops_align_frame_by_frame(tmp_path):
+    rng = np.random.default_rng(0)
+    bag = BagBuilder(tmp_path / "multi_rate")
+    left = camera(bag, LEFT, 180, 33 * MS, rng, jitter=4 * MS)  # 30 Hz, jittered
+    wrist = camera(bag, WRIST, 30, 83 * MS, rng, jitter=6 * MS)  # 12 Hz, stops after 2.5 s
+    stamps, deltas, grippers = commands(bag, 55, rng, jitter=8 * MS)
+    bag.close()
+
+    reports = convert([tmp_path / "multi_rate"], tmp_path / "ds", config(), progress=False)
+    report, = reports
+    assert report.status == "converted", report.detail
+    episode = open_dataset(tmp_path / "ds").episode(0)
+    steps = episode.metadata["step_times_ns"]
+    kept = []
+    for k, t in enumerate(stamps):  # one step per command, dropped when the wrist frame is too old
+        wrist_stamp = latest_at_or_before(wrist, t)
+        if wrist_stamp is not None and t - wrist_stamp <= 150 * MS:
+            kept.append(k)
+    assert steps == [int(stamps[k]) for k in kept]
+    assert len(kept) < 30 and report.steps == len(kept)  # the steps after the wrist stopped are gone
+    assert report.dropped == {"camera wrist: no frame within 0.15 s": 55 - len(kept)}
+    for row, k in enumerate(kept):
+        t = stamps[k]
+        for name, frames in (("left", left), ("wrist", wrist)):
+            stamp = latest_at_or_before(frames, t)
+            assert episode.metadata["frame_times_ns"][name][row] == stamp
+            np.testing.assert_array_equal(episode.frames[name][row], frames[stamp])
+    np.testing.assert_allclose(episode.actions[:, :6], deltas[kept], atol=1e-6)
+    np.testing.assert_array_equal(episode.actions[:, 6], grippers[kept])
+    assert report.max_frame_gap_s["wrist"] <= 0.15 and report.max_frame_gap_s["left"] <= 0.04
+
+
+@pytest.mark.parametrize("storage,kind,pad", [("sqlite3", "bgr8", 5), ("mcap", "jpeg", 0), ("mcap", "png", 0),
+                                              ("sqlite3", "mono8", 3), ("mcap", "rgba8", 0), ("mcap", "bgra8", 2)])
+def test_storage_formats_and_encodings(tmp_path, storage, kind, pad):
+    rng = np.random.default_rng(1)
+    bag = BagBuilder(tmp_path / f"bag_{kind}", storage=storage)
+    left = camera(bag, LEFT, 20, 50 * MS, rng, kind=kind, pad=pad)
+    wrist = camera(bag, WRIST, 20, 50 * MS, rng, shape=(24, 32))  # resized to 12x16
+    stamps, deltas, _ = commands(bag, 9, rng)
+    bag.close()
+    report, = convert([tmp_path / f"bag_{kind}"], tmp_path / "ds", config(image_size=[12, 16]), progress=False)
+    assert report.status == "converted", report.detail
+    episode = open_dataset(tmp_path / "ds").episode(0)
+    assert episode.actions.shape == (9, 7)
+    for row, t in enumerate(stamps):
+        np.testing.assert_array_equal(episode.frames["left"][row], left[latest_at_or_before(left, t)])
+        resized = to_dataset_resolution(wrist[latest_at_or_before(wrist, t)], (12, 16))
+        np.testing.assert_array_equal(episode.frames["wrist"][row], resized)
+    assert episode.metadata["source"].endswith(f"bag_{kind}")
+
+
+def test_actions_from_deltas_targets_and_measured_poses_agree(tmp_path):
+    sources = {"delta": ("delta",), "target": ("target",), "pose": ("pose",)}
+    results = {}
+    for name, topics in sources.items():
+        rng = np.random.default_rng(2)  # the same trajectory each time
+        bag = BagBuilder(tmp_path / name)
+        camera(bag, LEFT, 80, 20 * MS, rng)
+        camera(bag, WRIST, 80, 20 * MS, rng)
+        stamps, deltas, grippers = commands(bag, 12, rng, topics=topics)
+        bag.close()
+        report, = convert([tmp_path / name], tmp_path / f"ds_{name}", config(), progress=False)
+        assert report.status == "converted" and report.action_source == name, report.detail
+        results[name] = open_dataset(tmp_path / f"ds_{name}").episode(0)
+    np.testing.assert_allclose(results["delta"].actions[:, :6], deltas, atol=1e-6)
+    np.testing.assert_allclose(results["target"].actions, results["delta"].actions, atol=1e-6)
+    # measured poses: a grid from the first pose (which already shows command 0), so step k's
+    # action is the motion to the next grid time, command k + 1
+    pose = results["pose"]
+    assert pose.metadata["step_times_ns"] == [int(stamps[0] + 50 * MS + k * DT) for k in range(11)]
+    np.testing.assert_allclose(pose.actions[:, :6], deltas[1:], atol=1e-6)
+    np.testing.assert_array_equal(pose.actions[:, 6], grippers[1:])
+
+
+def test_faster_commands_are_composed_per_control_step(tmp_path):
+    rng = np.random.default_rng(3)
+    bag = BagBuilder(tmp_path / "fast")
+    camera(bag, LEFT, 60, 33 * MS, rng)
+    camera(bag, WRIST, 60, 33 * MS, rng)
+    deltas = []
+    for k in range(45):  # 30 Hz commands, 10 Hz dataset
+        delta = np.concatenate([np.full(3, 0.001 * (k + 1)), [0.0, 0.0, 0.01]])
+        bag.twist(DELTA, T0 + 40 * MS + k * 33_333_333, delta)
+        deltas.append(delta)
+    bag.close()
+    report, = convert([tmp_path / "fast"], tmp_path / "ds", config(gripper_topic=""), progress=False)
+    assert report.status == "converted", report.detail
+    actions = open_dataset(tmp_path / "ds").episode(0).actions
+    assert actions.shape == (15, 7)
+    expected = np.array([np.sum(deltas[3 * k:3 * k + 3], axis=0) for k in range(15)])  # z rotations commute
+    np.testing.assert_allclose(actions[:, :6], expected, atol=1e-6)
+    assert (actions[:, 6] == 0).all()  # no gripper topic: gripper_default
+
+
+def test_rerun_and_append_rules(tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    for name in ("a", "b"):
+        bag = BagBuilder(tmp_path / "bags" / name, custom={"uwm.task": f"task {name}", "uwm.outcome": "success",
+                                                           "uwm.episode_id": f"id-{name}"})
+        camera(bag, LEFT, 20, 50 * MS, rng)
+        camera(bag, WRIST, 20, 50 * MS, rng)
+        commands(bag, 8, rng)
+        bag.close()
+    out = tmp_path / "dataset"
+    dry = ["--out", str(out), "--config", str(_config_file(tmp_path)), "--dry-run", "--json-report",
+           str(tmp_path / "report.json")]
+    assert main([str(tmp_path / "bags")] + dry) == 0 and not out.exists()  # dry run: checked, nothing written
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [(r["status"], r["task"], r["steps"]) for r in report] == [("checked", "task a", 8), ("checked", "task b", 8)]
+    assert "2 episode(s) with 16 steps checked (dry run" in capsys.readouterr().out
+    assert main([str(tmp_path / "bags" / "a"), "--out", str(out), "--config", str(_config_file(tmp_path))]) == 0
+    assert main([str(tmp_path / "bags"), "--out", str(out), "--config", str(_config_file(tmp_path))]) == 0
+    printed = capsys.readouterr()
+    assert "1 already in the dataset" in printed.out and "[   present]" in printed.err
+    ds = open_dataset(out)
+    assert [ds.task(i) for i in range(2)] == ["task a", "task b"]
+    assert [ds.metadata(i)["source_id"] for i in range(2)] == ["id-a", "id-b"]
+
+    # a copy of a bag elsewhere is the same recording: not added twice
+    shutil.copytree(tmp_path / "bags" / "a", tmp_path / "copy_of_a")
+    assert main([str(tmp_path / "copy_of_a"), "--out", str(out), "--config", str(_config_file(tmp_path))]) == 0
+    assert open_dataset(out).num_episodes == 2
+
+    # another fps: refused before anything is written, naming both
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    assert main([str(tmp_path / "bags"), "--out", str(out), "--config", str(_config_file(tmp_path, fps=5))]) == 2
+    assert "fps 10" in capsys.readouterr().err and sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".dataset")]
+
+
+def _config_file(tmp_path, **overrides):
+    values = {"cameras": {"left": LEFT, "wrist": WRIST}, "image_size": None, "delta_topic": DELTA,
+              "gripper_topic": GRIPPER, **overrides}
+    path = tmp_path / f"convert_{len(overrides)}_{overrides.get('fps', '')}.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def test_shipped_config_equals_builtin_defaults():
+    shipped = ConvertConfig.load(Path(__file__).parents[2] / "config" / "convert.yaml")
+    assert shipped == ConvertConfig()
+
+
+def test_leftovers_of_a_killed_conversion_are_cleaned_or_restored(tmp_path):
+    rng = np.random.default_rng(6)
+    bag = BagBuilder(tmp_path / "bag")
+    camera(bag, LEFT, 20, 50 * MS, rng)
+    camera(bag, WRIST, 20, 50 * MS, rng)
+    commands(bag, 8, rng)
+    bag.close()
+    out = tmp_path / "dataset"
+    dead_pid = 2**22 + 12345  # above the default pid_max: no such process
+    # killed between the two renames of a commit: the previous dataset is put back first
+    (tmp_path / "elsewhere").mkdir()
+    convert([tmp_path / "bag"], tmp_path / "elsewhere" / "dataset", config(), progress=False)
+    shutil.move(tmp_path / "elsewhere" / "dataset", tmp_path / f".dataset.previous-{dead_pid}")
+    (tmp_path / f".dataset.staging-{dead_pid}").mkdir()  # and a killed run's staging copy is removed
+    reports = convert([tmp_path / "bag"], out, config(), progress=False)
+    assert [r.status for r in reports] == ["present"]  # the restored dataset already has this bag
+    assert open_dataset(out).num_episodes == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bag", "dataset", "elsewhere"]
