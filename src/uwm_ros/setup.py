@@ -43,6 +43,7 @@ setup(
             *(f"{name} = {target}" for name, target in NODES.items()),
             "uwm-policy-node = uwm_ros.policy_node:main",
             "uwm-sim-node = uwm_ros.sim_node:main",
+            "uwm-sim-expert = uwm_ros.sim.expert_node:main",
             "uwm-demo = uwm_ros.demo:main",
             "uwm-eval-sim = uwm_ros.eval_sim:main",
         ],

@@ -1,0 +1,45 @@
+"""Bad sim configuration: one clear message listing the valid choices."""
+import subprocess
+import sys
+
+import pytest
+from rclpy.parameter import Parameter
+
+from uwm_ros.sim.franka_env import SimFranka
+from uwm_ros.sim.rendering import INSTALL_HINTS, RenderingUnavailable, check_rendering
+from uwm_ros.sim.tasks import get_task
+from uwm_ros.sim_node import SimNode
+
+
+def test_unknown_task_lists_the_valid_tasks(ros_context):
+    with pytest.raises(ValueError, match=r"unknown sim task 'juggle'; valid tasks: lift, stack"):
+        SimNode(context=ros_context, parameter_overrides=[Parameter("task", value="juggle")])
+    with pytest.raises(ValueError, match="valid tasks: lift, stack"):
+        get_task("Lift")
+
+
+def test_unknown_camera_lists_the_cameras_the_scene_can_render():
+    with pytest.raises(ValueError) as error:
+        SimFranka("lift", cameras={"left": "scene_left", "top": "ceiling_cam"})
+    message = str(error.value)
+    assert "camera 'top' maps to 'ceiling_cam'" in message
+    for camera in ("scene_left", "scene_right", "robot0_eye_in_hand", "agentview", "sideview", "frontview"):
+        assert camera in message
+
+
+def test_mismatched_camera_lists_and_bad_rates_are_refused(ros_context):
+    with pytest.raises(ValueError, match="one entry per camera"):
+        SimNode(context=ros_context, parameter_overrides=[Parameter("cameras", value=["left", "right"])])
+    with pytest.raises(ValueError, match="control_rate_hz=7.0 must divide the 500 Hz physics rate"):
+        SimFranka("lift", cameras={}, control_rate_hz=7.0)
+
+
+def test_rendering_check_names_the_package_to_install(monkeypatch):
+    assert check_rendering() in ("osmesa", "egl")  # the configured backend renders here
+    # OSMesa needs PyOpenGL on its OSMesa platform: a conflicting one makes the backend unusable
+    monkeypatch.setenv("PYOPENGL_PLATFORM", "egl")
+    monkeypatch.setenv("MUJOCO_GL", "osmesa")
+    result = subprocess.run([sys.executable, "-c", "from uwm_ros.sim.rendering import check_rendering; "
+                             "check_rendering()"], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert RenderingUnavailable.__name__ in result.stderr and INSTALL_HINTS["osmesa"] in result.stderr
