@@ -1,0 +1,193 @@
+"""uwm_teleop.command_interface (shared by the policy and teleop nodes) over real DDS: clamps,
+workspace box, pose checks, hold and reset, delta mode."""
+import threading
+import time
+
+import numpy as np
+import pytest
+from geometry_msgs.msg import PoseStamped, TwistStamped
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import qos_profile_sensor_data
+from std_msgs.msg import Float32
+
+from policy_test_helpers import pose7, same_rotation, twist6
+from uwm_core.spatial import apply_delta
+from uwm_teleop.command_interface import CommandInterface, declare_command_parameters, franka_msgs_available
+
+START = (np.array([0.5, 0.0, 0.3]), np.array([1.0, 0.0, 0.0, 0.0]))
+
+
+class Bench:
+    """A node with a CommandInterface, a measured-pose publisher and recorders of what it sends."""
+
+    count = 0
+
+    def __init__(self, **params):
+        Bench.count += 1
+        ns = f"/ci{Bench.count}"
+        values = {"ee_pose_topic": f"{ns}/pose", "target_pose_topic": f"{ns}/target", "gripper_topic": f"{ns}/grip",
+                  "max_translation_per_step": 0.01, "max_rotation_per_step": 0.05,
+                  "workspace_min": [0.3, -0.2, 0.1], "workspace_max": [0.6, 0.2, 0.5], **params}
+        self.node = Node("commander", namespace=ns,
+                         parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
+        declare_command_parameters(self.node)
+        self.out = CommandInterface(self.node)
+        self.probe = Node("probe", namespace=ns)
+        self.pose_pub = self.probe.create_publisher(PoseStamped, f"{ns}/pose", qos_profile_sensor_data)
+        self.received = {"delta": [], "target": [], "grip": []}
+        self.probe.create_subscription(TwistStamped, f"{ns}/commander/delta_ee",
+                                       lambda m: self.received["delta"].append(m), 10)
+        self.probe.create_subscription(PoseStamped, f"{ns}/target", lambda m: self.received["target"].append(m), 10)
+        self.probe.create_subscription(Float32, f"{ns}/grip", lambda m: self.received["grip"].append(m), 10)
+        self.measured = None  # (position, quat, frame) published at 50 Hz once set
+        self.probe.create_timer(0.02, self._publish_measured)
+        self.executor = MultiThreadedExecutor(num_threads=2)
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.probe)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+        time.sleep(0.5)  # discovery
+
+    def publish_pose(self, position, quat, frame="fr3_link0"):
+        self.measured = (position, quat, frame)
+        time.sleep(0.15)
+
+    def _publish_measured(self):
+        if self.measured is None:
+            return
+        position, quat, frame = self.measured
+        msg = PoseStamped()
+        msg.header.stamp, msg.header.frame_id = self.probe.get_clock().now().to_msg(), frame
+        msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(v) for v in position)
+        o = msg.pose.orientation
+        o.x, o.y, o.z, o.w = (float(v) for v in quat)
+        self.pose_pub.publish(msg)
+
+    def settle(self, count, kind="delta"):
+        deadline = time.monotonic() + 5
+        while len(self.received[kind]) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.received[kind]
+
+    def close(self):
+        self.executor.shutdown()
+        self.thread.join(5)
+        self.out.destroy()
+        self.node.destroy_node()
+        self.probe.destroy_node()
+
+
+@pytest.fixture
+def bench(ros):
+    made = []
+
+    def make(**params):
+        made.append(Bench(**params))
+        return made[-1]
+
+    yield make
+    for b in made:
+        b.close()
+
+
+def test_pose_target_clamps_chains_and_keeps_the_workspace_box(bench):
+    b = bench()
+    assert b.out.send([0.01, 0, 0, 0, 0, 0, 0.0]) is None  # no measured pose yet: nothing is sent
+    assert "no measured pose" in b.out.hold_reason
+    b.publish_pose(*START)
+    sent = b.out.send([0.05, 0.0, 0.0, 0.0, 0.0, 0.2, 1.0])  # 5 cm and 0.2 rad: clamped to 1 cm, 0.05 rad
+    np.testing.assert_allclose(sent.delta, [0.01, 0, 0, 0, 0, 0.05])
+    position, quat = apply_delta(*START, [0.01, 0, 0, 0, 0, 0.05])
+    np.testing.assert_allclose(sent.target_position, position)
+    for _ in range(20):  # keep pushing +x: the target stops at workspace_max x = 0.6
+        time.sleep(0.02)  # a control rate, not a burst (the publisher keeps the last 10)
+        sent = b.out.send([0.05, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0])
+    assert sent.target_position[0] == pytest.approx(0.6) and sent.delta[0] == 0.0
+    targets = b.settle(21, "target")
+    deltas = b.settle(21)
+    assert len(targets) == 21 and all(m.header.frame_id == "fr3_link0" for m in targets)
+    for previous, delta, target in zip(targets[:-1], deltas[1:], targets[1:]):  # each target = last one + delta
+        position, quat = apply_delta(*pose7(previous), twist6(delta))
+        np.testing.assert_allclose(pose7(target)[0], position, atol=1e-12)
+        assert same_rotation(pose7(target)[1], quat)
+    assert [m.data for m in b.settle(21, "grip")][:2] == [1.0, 1.0]
+
+
+def test_a_pose_outside_the_box_may_only_move_back_towards_it(bench):
+    b = bench()
+    b.publish_pose([0.7, 0.0, 0.3], START[1])  # 10 cm beyond workspace_max x
+    assert b.out.send([0.005, 0, 0, 0, 0, 0, 0]).delta[0] == 0.0  # outwards: blocked, no jump into the box
+    assert b.out.send([-0.005, 0, 0, 0, 0, 0, 0]).target_position[0] == pytest.approx(0.695)
+
+
+def test_hold_reset_refused_frames_and_non_finite_actions(bench):
+    b = bench()
+    b.publish_pose(*START)
+    first = b.out.send([0.01, 0, 0, 0, 0, 0, 0]).target_position
+    assert b.out.hold("test") and not b.out.hold("again")  # the target once, then nothing
+    targets = b.settle(2, "target")
+    np.testing.assert_array_equal(pose7(targets[1])[0], first)
+    assert np.all(twist6(b.settle(2)[1]) == 0)
+    time.sleep(0.3)
+    assert len(b.received["target"]) == 2
+    b.out.reset()  # the next step starts from the measured pose again
+    b.publish_pose([0.4, 0.1, 0.2], START[1])
+    np.testing.assert_allclose(b.out.send([0.0, 0.01, 0, 0, 0, 0, 0]).target_position, [0.4, 0.11, 0.2])
+    with pytest.raises(ValueError, match="non-finite"):
+        b.out.send([np.nan, 0, 0, 0, 0, 0, 0])
+    b.publish_pose(*START, frame="world")
+    assert b.out.send([0.01, 0, 0, 0, 0, 0, 0]) is None
+    assert "frame 'world'" in b.out.hold_reason and "'fr3_link0'" in b.out.hold_reason
+
+
+def test_delta_mode_steps_from_the_measured_pose_and_publishes_no_target(bench):
+    b = bench(command_mode="delta", gripper_mode="none")
+    b.publish_pose([0.59, 0.0, 0.3], START[1])
+    sent = b.out.send([0.05, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0])
+    np.testing.assert_allclose(sent.delta[:3], [0.01, 0, 0], atol=1e-12)  # clamp, box at 0.6 from 0.59
+    sent = b.out.send([0.05, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0])  # measured pose unchanged: same step again
+    np.testing.assert_allclose(sent.delta[:3], [0.01, 0, 0], atol=1e-12)
+    assert sent.target_position is None
+    assert len(b.settle(2)) == 2
+    time.sleep(0.2)
+    assert b.received["target"] == [] and b.received["grip"] == []
+    assert b.node.count_publishers(f"{b.node.get_namespace()}/target") == 0
+
+
+@pytest.mark.skipif(not franka_msgs_available(),
+                    reason="franka_msgs is not installed here (franka_ros2; present in the docker/ robot image)")
+def test_franka_gripper_sends_grasp_and_move_on_state_changes_and_cancels_obsolete_goals(bench):
+    from franka_msgs.action import Grasp, Move
+    from rclpy.action import ActionServer, CancelResponse
+
+    b = bench(gripper_mode="franka_action", gripper_action_ns="/franka_gripper_under_test")
+    goals = []
+
+    def execute(handle):
+        goals.append((type(handle.request).__name__, handle.request.width))
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and not handle.is_cancel_requested:
+            time.sleep(0.01)
+        if handle.is_cancel_requested:
+            handle.canceled()
+            goals.append(("canceled", handle.request.width))
+        else:
+            handle.succeed()
+        return (Grasp if "Grasp" in type(handle.request).__name__ else Move).Result(success=True)
+
+    ns = b.out.settings.gripper_action_ns
+    servers = [ActionServer(b.probe, Grasp, f"{ns}/grasp", execute, cancel_callback=lambda _h: CancelResponse.ACCEPT),
+               ActionServer(b.probe, Move, f"{ns}/move", execute, cancel_callback=lambda _h: CancelResponse.ACCEPT)]
+    time.sleep(1.0)
+    b.publish_pose(*START)
+    for g in (0.0, 0.1, 0.9, 0.95, 0.2):  # open, (still open), close, (still closed), open
+        b.out.send([0, 0, 0, 0, 0, 0, g])
+        time.sleep(0.3)
+    time.sleep(1.5)
+    names = [name for name, _ in goals]
+    assert names.count("Move_Goal") == 2 and names.count("Grasp_Goal") == 1, goals
+    assert ("canceled", 0.0) in goals  # the grasp still running when "open" came was cancelled
+    for server in servers:
+        server.destroy()

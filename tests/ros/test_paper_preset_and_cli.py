@@ -1,0 +1,92 @@
+"""The node with the paper preset on CPU (slow, synchronous, but correct), and the uwm-policy-node
+console script with autostart, run as its own process."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+from uwm_core import WorldModel
+from uwm_core.config import load_model_config
+from uwm_core.model import UnifiedWorldModel
+from uwm_core.processing import ActionNormalizer
+from uwm_core.spatial import apply_delta
+from uwm_ros.synthetic_robot import SyntheticRobot
+
+from policy_test_helpers import ACTION_HIGH, ACTION_LOW, CAMERAS, RecordingModel, pose7, same_rotation, twist6
+
+
+def test_paper_preset_on_cpu_executes_whole_chunks_synchronously(make_system):
+    """Table V model (~400M parameters, 224x224, 3 views, 16 actions, execute 8) with random weights.
+
+    A chunk takes tens of seconds on a CPU, far more than the 0.8 s execution window, so the node
+    holds while each chunk is computed and then executes its first 8 actions at 10 Hz."""
+    started = time.monotonic()
+    torch.manual_seed(0)
+    cfg = load_model_config("paper", {"cameras": CAMERAS, "resnet_weights": None, "vae": {"pretrained": None}})
+    model = UnifiedWorldModel(cfg)
+    if model.vae.needs_latent_scale:
+        model.vae.estimate_latent_scale(torch.rand(2, 3, cfg.image_size, cfg.image_size))
+    wm = RecordingModel(WorldModel(model, ActionNormalizer(np.array(ACTION_LOW), np.array(ACTION_HIGH))))
+    built = time.monotonic()
+
+    system = make_system("in-memory paper preset", load_world_model=lambda path, device: wm,
+                         params={"torch_threads": 0}, image_shape=(120, 160))
+    robot = system.robot
+    assert robot.change_state("configure", timeout_s=600)
+    configured = time.monotonic()
+    assert robot.change_state("activate")
+    assert robot.wait_for(lambda: len(robot.snapshot("deltas")) >= 8, 600), robot.latest_status()
+    time.sleep(0.5)
+    status = robot.latest_status()
+    assert robot.change_state("deactivate")
+    finished = time.monotonic()
+
+    assert status["lead_ticks"] == 0  # inference slower than the execution window: synchronous
+    deltas = [twist6(m) for _, m in robot.snapshot("deltas")]
+    moving = [d for d in deltas if np.any(d != 0)]
+    chunk = wm.calls[1][2]  # call 0 is the warm-up
+    assert len(moving) == 8  # the first 8 of 16 actions, from action 0 (the robot held still meanwhile)
+    np.testing.assert_allclose(moving, chunk[:8, :6], rtol=0, atol=1e-7)
+    position, quat = apply_delta(robot.position, robot.quat_xyzw, moving[0])
+    first_position, first_quat = pose7(robot.snapshot("targets")[0][1])
+    np.testing.assert_allclose(first_position, position, atol=1e-12)
+    assert same_rotation(first_quat, quat)
+    intervals = np.diff([at for at, m in robot.snapshot("deltas") if np.any(twist6(m) != 0)])
+    assert np.all(intervals < 0.25) and 0.085 < np.median(intervals) < 0.115
+    print(f"\npaper preset on CPU: build {built - started:.1f} s, configure (incl. warm-up) "
+          f"{configured - built:.1f} s, chunk latency {status['inference_latency_s']:.1f} s, "
+          f"whole test {finished - started:.1f} s")
+
+
+def test_console_script_autostarts_and_stops_cleanly_on_sigint(ros, tiny_checkpoint):
+    ns = "/cli"
+    topics = {c: f"{ns}/cam/{c}/image_raw" for c in CAMERAS}
+    robot = SyntheticRobot(ns, topics, f"{ns}/pose", f"{ns}/target", f"{ns}/gripper", commander=f"{ns}/uwm_policy")
+    camera_list = "[" + ",".join(topics.values()) + "]"
+    script = os.path.join(os.path.dirname(sys.executable), "uwm-policy-node")
+    process = subprocess.Popen(
+        [script, "--ros-args", "-r", f"__ns:={ns}", "-p", f"checkpoint:={tiny_checkpoint}", "-p", "device:=cpu",
+         "-p", f"camera_topics:={camera_list}", "-p", f"ee_pose_topic:={ns}/pose",
+         "-p", f"target_pose_topic:={ns}/target",
+         "-p", f"gripper_topic:={ns}/gripper", "-p", "autostart:=true", "-p", "torch_threads:=1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert robot.wait_for(lambda: len(robot.snapshot("targets")) >= 5 or process.poll() is not None, 120)
+        assert process.poll() is None and robot.get_state() == "active"
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+        assert process.returncode == 0, output
+        assert "active: control at 10 Hz" in output
+        # shutting down held the robot: the last target repeats the one before it
+        time.sleep(0.3)
+        targets = robot.snapshot("targets")
+        np.testing.assert_array_equal(pose7(targets[-1][1])[0], pose7(targets[-2][1])[0])
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        robot.close()

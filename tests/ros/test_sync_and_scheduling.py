@@ -1,0 +1,133 @@
+"""Frame-set selection by header stamps and the chunk schedule, as plain functions of time."""
+import numpy as np
+import pytest
+
+from uwm_ros.camera_sync import CameraBuffers, NotReady
+from uwm_ros.chunk_scheduler import Chunk, ChunkScheduler
+
+TOPICS = {"left": "/l", "right": "/r", "wrist": "/w"}
+
+
+def filled(stamps_by_camera, keep_s=2.0):
+    buffers = CameraBuffers(list(TOPICS), keep_s)
+    for cam, stamps in stamps_by_camera.items():
+        for stamp in stamps:
+            buffers.add(cam, stamp, (cam, round(stamp, 4)))
+    return buffers
+
+
+def test_frame_sets_pick_latest_at_or_before_each_set_time():
+    rng = np.random.default_rng(0)
+    base = 100.0 + np.arange(60) / 30.0  # 30 Hz for 2 s
+    stamps = {cam: base + rng.uniform(0, 0.01, base.size) + 0.004 * i for i, cam in enumerate(TOPICS)}
+    buffers = filled(stamps)
+    obs = buffers.frame_sets(now_s=base[-1] + 0.05, period_s=0.1, count=3, max_skew_s=0.05, max_age_s=0.5,
+                             topics=TOPICS)
+    newest = min(s[-1] for s in stamps.values())  # the camera that lags most defines the newest set
+    for k, (frame_set, set_stamps) in enumerate(zip(obs.sets, obs.stamps)):
+        target = newest - (2 - k) * 0.1
+        for cam in TOPICS:
+            expected = stamps[cam][stamps[cam] <= target + 1e-6].max()
+            assert set_stamps[cam] == expected and frame_set[cam] == (cam, round(expected, 4))
+    assert 0 <= obs.skew_s <= 1 / 30 + 0.01
+    assert obs.age_s == pytest.approx(base[-1] + 0.05 - min(obs.stamps[-1].values()))
+
+
+def test_out_of_order_frames_are_sorted_and_pruned():
+    buffers = filled({"left": [1.0, 3.0, 2.0, 2.5]}, keep_s=1.0)
+    assert buffers.newest_stamps()["left"] == 3.0
+    assert [s for s in buffers._stamps["left"]] == [2.0, 2.5, 3.0]
+
+
+@pytest.mark.parametrize("stamps, now, message", [
+    ({"left": [10.0], "right": [10.0], "wrist": []}, 10.0, "camera 'wrist' (/w): no frames received"),
+    ({c: [10.05, 10.1] for c in TOPICS}, 10.1, "observation history not filled: camera 'left'"),
+    ({"left": [9.8, 9.9, 10.0], "right": [9.8, 9.9, 10.0], "wrist": [9.78, 9.88, 9.98]}, 10.0,
+     "frames not synchronised: camera 'left' (/l) stamp 9.900 s is 0.080 s before camera 'wrist' (/w)"),
+    ({"left": [10.5], "right": [10.5], "wrist": [10.0]}, 10.5, "every buffered frame of camera 'left'"),
+    ({c: [9.0, 9.1] for c in TOPICS}, 10.0, "frames too old: camera 'left' (/l) frame of the newest set is 0.90 s"),
+])
+def test_frame_sets_say_why_not(stamps, now, message):
+    buffers = filled(stamps)
+    with pytest.raises(NotReady) as info:
+        buffers.frame_sets(now, 0.1, 2, max_skew_s=0.05, max_age_s=0.5, topics=TOPICS)
+    assert message in str(info.value)
+
+
+def test_health_names_the_camera_and_the_problem():
+    buffers = filled({c: [10.0] for c in TOPICS})
+    assert buffers.health(10.2, max_age_s=0.5, max_skew_s=0.05, topics=TOPICS) is None
+    assert "camera 'left' (/l): newest frame is 0.60 s old" in buffers.health(10.6, 0.5, 0.05, TOPICS)
+    assert "stamped 0.30 s in the future" in buffers.health(9.7, 0.5, 0.05, TOPICS)
+    buffers.set_problem("right", "unsupported image encoding 'yuv422'")
+    assert buffers.health(10.2, 0.5, 0.05, TOPICS) == "camera 'right' (/r): unsupported image encoding 'yuv422'"
+    buffers.add("right", 10.1, None)  # a good frame clears it
+    assert buffers.health(10.2, 0.5, 0.05, TOPICS) is None
+
+
+def chunk(chunk_id, motion_at_request, latency=0.05):
+    actions = np.arange(16, dtype=np.float32)[:, None] + 100 * chunk_id  # row i of chunk c: 100 c + i
+    return Chunk(np.repeat(actions, 7, axis=1), chunk_id, motion_at_request, latency)
+
+
+def run(scheduler, ticks, latency_ticks):
+    """Tick the scheduler with inference taking ``latency_ticks`` ticks; return the executed (chunk, index)."""
+    executed, pending, next_id = [], None, 1
+    for tick in range(ticks):
+        if pending is not None and tick >= pending[0]:
+            scheduler.offer(pending[1])
+            pending = None
+        if scheduler.should_request(pending is not None):
+            pending = (tick + latency_ticks, chunk(next_id, scheduler.motion_ticks, latency_ticks * 0.1))
+            next_id += 1
+        action = scheduler.next_action()
+        if action is not None:
+            executed.append((int(action[0]) // 100, int(action[0]) % 100))
+            scheduler.executed()
+        else:
+            executed.append(None)
+    return executed
+
+
+def test_fast_inference_executes_the_first_execute_steps_actions_of_each_chunk():
+    scheduler = ChunkScheduler(execute_steps=8, period_s=0.1, margin_s=0.0, initial_latency_s=0.05)
+    executed = run(scheduler, 30, latency_ticks=1)
+    assert scheduler.lead_ticks == 1
+    moving = [e for e in executed if e is not None]
+    assert executed[0] is None  # the first chunk is being computed
+    # chunk 1 from action 0; each next one, requested one tick early, starts at action 1
+    assert moving[:8] == [(1, i) for i in range(8)]
+    assert moving[8:15] == [(2, i) for i in range(1, 8)]
+    assert moving[15:22] == [(3, i) for i in range(1, 8)]
+    assert None not in executed[1:]  # no stall between chunks
+    assert scheduler.actions_skipped == scheduler.chunks_used - 1
+
+
+def test_slow_inference_skips_the_actions_whose_ticks_passed():
+    scheduler = ChunkScheduler(execute_steps=8, period_s=0.1, margin_s=0.05, initial_latency_s=0.3)
+    executed = run(scheduler, 40, latency_ticks=3)
+    assert scheduler.lead_ticks == 4  # ceil((0.3 + 0.05) / 0.1)
+    moving = [e for e in executed if e is not None]
+    assert moving[:8] == [(1, i) for i in range(8)]
+    assert moving[8:12] == [(2, i) for i in range(4, 8)]  # requested 4 ticks early: actions 0..3 passed
+    assert None not in executed[executed.index((1, 0)):]
+
+
+def test_latency_longer_than_the_execution_window_falls_back_to_synchronous():
+    scheduler = ChunkScheduler(execute_steps=8, period_s=0.1, margin_s=0.05, initial_latency_s=1.2)
+    executed = run(scheduler, 60, latency_ticks=12)
+    assert scheduler.lead_ticks == 0
+    moving = [e for e in executed if e is not None]
+    # whole windows from action 0: the robot held still while each chunk was computed
+    assert moving[:16] == [(1, i) for i in range(8)] + [(2, i) for i in range(8)]
+    assert scheduler.actions_skipped == 0
+
+
+def test_a_chunk_whose_whole_window_passed_is_dropped():
+    scheduler = ChunkScheduler(execute_steps=4, period_s=0.1, margin_s=0.0, initial_latency_s=0.1)
+    scheduler.offer(chunk(1, motion_at_request=0))
+    for _ in range(4):
+        scheduler.next_action()
+        scheduler.executed()
+    scheduler.offer(chunk(2, motion_at_request=0))  # observed before all 4 motion ticks
+    assert scheduler.next_action() is None and scheduler.chunks_stale == 1
