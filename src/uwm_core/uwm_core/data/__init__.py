@@ -1,0 +1,20 @@
+"""Datasets: the episodic Zarr store, training samples, latent cache, video import.
+
+    from uwm_core.data import DatasetWriter, open_dataset
+    with DatasetWriter("data/demos", cameras=["left", "right", "wrist"], fps=10, action_dim=7) as w:
+        w.add_episode(frames={"left": uint8[T,H,W,3], ...}, actions=float32[T,7] | None, task="...")
+    ds = open_dataset("data/demos")
+    ds.num_episodes, ds.cameras, ds.fps, ds.action_dim, ds.episode_lengths, ds.action_stats
+    ep = ds.episode(0)  # .frames {cam: uint8[T,H,W,3]}, .actions float32[T,A] or None, .task, .metadata
+"""
+from .latent_cache import LatentCache, vae_fingerprint
+from .samples import (ColorJitter, EpisodeSamples, Mixture, SampleSpec, ShardedSampler, Window, action_normalizer,
+                      sample_spec, split_episodes)
+from .store import (ActionStats, DatasetError, DatasetWriter, Episode, EpisodicDataset, default_absolute_action_dims,
+                    open_dataset)
+
+__all__ = [
+    "ActionStats", "ColorJitter", "DatasetError", "DatasetWriter", "Episode", "EpisodeSamples", "EpisodicDataset",
+    "LatentCache", "Mixture", "SampleSpec", "ShardedSampler", "Window", "action_normalizer",
+    "default_absolute_action_dims", "open_dataset", "sample_spec", "split_episodes", "vae_fingerprint",
+]

@@ -1,0 +1,245 @@
+"""The episodic Zarr store: round trip, append, atomic commit under SIGKILL, validation."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from uwm_core.data import DatasetError, DatasetWriter, open_dataset
+
+CAMERAS = ["left", "right", "wrist"]
+SHAPES = {"left": (18, 32), "right": (18, 32), "wrist": (24, 24)}  # cameras may differ in size
+
+
+def episodes(rng, random_frames):
+    """Three episodes: with actions, action-free, with actions (one longer than a shard)."""
+    out = []
+    for length, labelled in ((5, True), (3, False), (70, True)):
+        actions = rng.normal(size=(length, 7)).astype(np.float32) if labelled else None
+        if actions is not None:
+            actions[:, 6] = rng.integers(0, 2, length)
+        out.append(dict(frames=random_frames(rng, length, SHAPES), actions=actions,
+                        task=f"task {length}", metadata={"source": f"bag{length}.mcap", "n": length}))
+    return out
+
+
+def assert_same(ds, i, written):
+    ep = ds.episode(i)
+    assert sorted(ep.frames) == sorted(CAMERAS)
+    for cam in CAMERAS:
+        assert ep.frames[cam].dtype == np.uint8
+        assert np.array_equal(ep.frames[cam], written["frames"][cam])
+    if written["actions"] is None:
+        assert ep.actions is None
+    else:
+        assert ep.actions.dtype == np.float32
+        assert ep.actions.tobytes() == written["actions"].tobytes()  # bit-identical
+    assert ep.task == written["task"] and ep.metadata == written["metadata"]
+
+
+def test_round_trip_is_bit_identical_and_appendable(tmp_path, random_frames):
+    rng = np.random.default_rng(0)
+    written = episodes(rng, random_frames)
+    path = tmp_path / "demos"
+    with DatasetWriter(path, cameras=CAMERAS, fps=10, action_dim=7) as w:
+        assert [w.add_episode(**e) for e in written[:2]] == [0, 1]
+    with DatasetWriter(path, cameras=CAMERAS, fps=10, action_dim=7) as w:  # append in a new session
+        assert w.add_episode(**written[2]) == 2
+
+    ds = open_dataset(path)
+    assert (ds.num_episodes, ds.cameras, ds.fps, ds.action_dim) == (3, CAMERAS, 10, 7)
+    assert ds.absolute_action_dims == (6,)  # the gripper of [dx, dy, dz, rx, ry, rz, g]
+    assert ds.episode_lengths.tolist() == [5, 3, 70]
+    assert ds.has_actions.tolist() == [True, False, True]
+    for i, e in enumerate(written):
+        assert_same(ds, i, e)
+    # Partial reads in any order with repeats (what the sampler does).
+    assert np.array_equal(ds.frames(2, "wrist", [66, 3, 3, 4]), written[2]["frames"]["wrist"][[66, 3, 3, 4]])
+    # Action statistics over the action-labelled episodes only.
+    all_actions = np.concatenate([written[0]["actions"], written[2]["actions"]])
+    stats = ds.action_stats
+    assert np.array_equal(stats.min, all_actions.min(0)) and np.array_equal(stats.max, all_actions.max(0))
+    np.testing.assert_allclose(stats.mean, all_actions.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stats.std, all_actions.std(0), rtol=1e-4, atol=1e-6)
+    assert stats.count == 75
+    # The store is plain Zarr v3, chunked and compressed.
+    frames = zarr.open_array(path / "episodes" / "ep_000002" / "frames" / "left", mode="r")
+    assert frames.metadata.zarr_format == 3 and frames.chunks == (1, 18, 32, 3)
+    assert frames.nbytes_stored() < frames.nbytes * 1.1  # noise barely compresses, but it is not inflated
+
+
+def test_append_with_other_layout_names_both(tmp_path, random_frames):
+    path = tmp_path / "demos"
+    with DatasetWriter(path, cameras=CAMERAS, fps=10, action_dim=7) as w:
+        w.add_episode(random_frames(np.random.default_rng(0), 2, SHAPES), None)
+    with pytest.raises(ValueError, match=r"cameras=\['left', 'wrist'\].*has cameras=\['left', 'right', 'wrist'\]"):
+        DatasetWriter(path, cameras=["left", "wrist"], fps=10, action_dim=7)
+    with pytest.raises(ValueError, match=r"fps=15.*has fps=10"):
+        DatasetWriter(path, cameras=CAMERAS, fps=15, action_dim=7)
+    with pytest.raises(ValueError, match=r"action_dim=6.*has action_dim=7"):
+        DatasetWriter(path, cameras=CAMERAS, fps=10, action_dim=6)
+    assert open_dataset(path).num_episodes == 1
+
+
+def test_bad_episodes_are_rejected_and_leave_nothing(tmp_path, random_frames):
+    rng = np.random.default_rng(1)
+    path = tmp_path / "demos"
+    good = random_frames(rng, 4, SHAPES)
+    with DatasetWriter(path, cameras=CAMERAS, fps=10, action_dim=7) as w:
+        cases = [
+            (dict(frames={"left": good["left"]}), r"expected cameras"),
+            (dict(frames={**good, "wrist": good["wrist"].astype(np.float32)}), r"frames\['wrist'\]: expected uint8"),
+            (dict(frames={**good, "right": good["right"][:3]}), r"frames\['right'\]: 3 frames"),
+            (dict(frames=good, actions=np.zeros((4, 6))), r"actions: expected .*\(4, 7\)"),
+            (dict(frames=good, actions=np.full((4, 7), np.nan)), r"actions: contain NaN"),
+            (dict(frames=good, metadata={"when": object()}), r"metadata: must be JSON"),
+        ]
+        for kwargs, message in cases:
+            with pytest.raises(ValueError, match=message):
+                w.add_episode(**kwargs)
+        assert w.num_episodes == 0
+    assert open_dataset(path).num_episodes == 0
+    assert not (path / ".staging").exists() or not any((path / ".staging").iterdir())
+
+
+def test_one_writer_at_a_time(tmp_path):
+    path = tmp_path / "demos"
+    with DatasetWriter(path, cameras=["c"], fps=10, action_dim=2):
+        with pytest.raises(RuntimeError, match="another DatasetWriter"):
+            DatasetWriter(path, cameras=["c"], fps=10, action_dim=2)
+    DatasetWriter(path, cameras=["c"], fps=10, action_dim=2).close()  # released
+
+
+WRITER = textwrap.dedent("""
+    import sys, numpy as np
+    from uwm_core.data import DatasetWriter
+    path = sys.argv[1]
+    rng = np.random.default_rng(0)
+    with DatasetWriter(path, cameras=["left", "wrist"], fps=10, action_dim=7) as w:
+        for length in (4, 6):
+            frames = {c: rng.integers(0, 256, (length, 16, 16, 3), dtype=np.uint8) for c in ("left", "wrist")}
+            w.add_episode(frames, rng.normal(size=(length, 7)).astype(np.float32), task=str(length))
+        print("committed", flush=True)
+        big = {c: rng.integers(0, 256, (800, 96, 96, 3), dtype=np.uint8) for c in ("left", "wrist")}
+        print("writing", flush=True)
+        w.add_episode(big, None, task="never committed")
+        print("finished", flush=True)
+""")
+
+
+def test_sigkill_mid_episode_keeps_earlier_episodes(tmp_path):
+    path = tmp_path / "demos"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "committed"
+        assert proc.stdout.readline().strip() == "writing"
+        deadline = time.monotonic() + 120
+        # Kill once the third episode has data on disk, i.e. really in the middle of writing it.
+        while not list((path / ".staging").glob("*/frames/left/c/*")):
+            assert proc.poll() is None and time.monotonic() < deadline, "writer ended before it was killed"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+
+    ds = open_dataset(path)  # consistent: the half-written episode is invisible
+    assert ds.num_episodes == 2 and ds.episode_lengths.tolist() == [4, 6]
+    rng = np.random.default_rng(0)
+    for i, length in enumerate((4, 6)):
+        frames = {c: rng.integers(0, 256, (length, 16, 16, 3), dtype=np.uint8) for c in ("left", "wrist")}
+        actions = rng.normal(size=(length, 7)).astype(np.float32)
+        ep = ds.episode(i)
+        assert all(np.array_equal(ep.frames[c], frames[c]) for c in frames)
+        assert ep.actions.tobytes() == actions.tobytes()
+    assert any((path / ".staging").iterdir())  # the remains are there until the next writer
+    with DatasetWriter(path, cameras=["left", "wrist"], fps=10, action_dim=7) as w:
+        assert not (path / ".staging").exists()
+        assert w.add_episode({c: np.zeros((2, 8, 8, 3), np.uint8) for c in ("left", "wrist")}) == 2
+    assert open_dataset(path).num_episodes == 3
+
+
+def test_crash_between_commit_steps_is_recovered(tmp_path, random_frames):
+    """An episode renamed into place without its index line, and a torn index line, are ignored."""
+    path = tmp_path / "demos"
+    rng = np.random.default_rng(2)
+    with DatasetWriter(path, cameras=["c"], fps=10, action_dim=2) as w:
+        w.add_episode(random_frames(rng, 3, {"c": (8, 8)}), np.zeros((3, 2)))
+        w.add_episode(random_frames(rng, 3, {"c": (8, 8)}), np.zeros((3, 2)))
+    index = path / "episodes.jsonl"
+    lines = index.read_bytes().splitlines(keepends=True)
+    index.write_bytes(lines[0] + lines[1][:25])  # the second line's append was cut short
+    ds = open_dataset(path)
+    assert ds.num_episodes == 1  # ep_000001 exists on disk but is not committed
+    with DatasetWriter(path, cameras=["c"], fps=10, action_dim=2) as w:
+        assert w.add_episode(random_frames(rng, 5, {"c": (8, 8)}), None) == 1
+    ds = open_dataset(path)
+    assert ds.num_episodes == 2 and ds.episode_lengths.tolist() == [3, 5]
+    assert index.read_bytes().count(b"\n") == 2 and index.read_bytes().endswith(b"\n")
+
+
+def test_validation_names_the_broken_episode_and_array(tmp_path, random_frames):
+    rng = np.random.default_rng(3)
+    path = tmp_path / "demos"
+    with DatasetWriter(path, cameras=CAMERAS, fps=10, action_dim=7) as w:
+        for _ in range(3):
+            w.add_episode(random_frames(rng, 4, SHAPES), rng.normal(size=(4, 7)))
+    broken = tmp_path / "broken"
+    shutil.copytree(path, broken)
+    shutil.rmtree(broken / "episodes" / "ep_000001" / "frames" / "right")
+    with pytest.raises(DatasetError, match=r"episode 1 \(episodes/ep_000001\) array frames/right: array is missing"):
+        open_dataset(broken)
+
+    shutil.rmtree(broken)
+    shutil.copytree(path, broken)  # an array replaced by one of another shape
+    group = zarr.open_group(broken / "episodes" / "ep_000002", mode="a")
+    del group["actions"]
+    group.create_array("actions", shape=(4, 6), dtype=np.float32)[:] = 0
+    ds = open_dataset(broken)
+    assert np.array_equal(ds.episode(0).actions, open_dataset(path).episode(0).actions)
+    with pytest.raises(DatasetError, match=r"episode 2 \(episodes/ep_000002\) array actions: expected float32\[4, 7\]"):
+        ds.episode(2)
+
+    shutil.rmtree(broken)
+    shutil.copytree(path, broken)  # corrupt chunk data
+    shard = next((broken / "episodes" / "ep_000000" / "frames" / "wrist" / "c").rglob("*"))
+    while shard.is_dir():
+        shard = next(shard.iterdir())
+    shard.write_bytes(shard.read_bytes()[:40])
+    with pytest.raises(DatasetError, match=r"episode 0 \(episodes/ep_000000\) array frames/wrist: cannot read"):
+        open_dataset(broken).frames(0, "wrist")
+
+    shutil.rmtree(broken)
+    shutil.copytree(path, broken)  # a damaged index line
+    lines = (broken / "episodes.jsonl").read_text().splitlines()
+    lines[1] = "#" + lines[1][1:]
+    (broken / "episodes.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetError, match=r"episodes.jsonl: line 2 is not valid JSON"):
+        open_dataset(broken)
+
+
+def test_missing_or_foreign_paths(tmp_path):
+    with pytest.raises(DatasetError, match=r"nowhere: dataset does not exist"):
+        open_dataset(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match=r"empty: not a uwm dataset \(zarr.json is missing\)"):
+        open_dataset(tmp_path / "empty")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"other: exists and is not a uwm dataset"):
+        DatasetWriter(tmp_path / "other", cameras=["c"], fps=10, action_dim=2)
+    assert os.listdir(tmp_path / "other") == ["notes.txt"]
+    # A new dataset in an existing empty directory is fine, and an empty dataset opens with 0 episodes.
+    DatasetWriter(tmp_path / "empty", cameras=["c"], fps=10, action_dim=2).close()
+    ds = open_dataset(tmp_path / "empty")
+    assert ds.num_episodes == 0 and ds.action_stats is None
+    assert json.loads((Path(tmp_path) / "empty" / "zarr.json").read_text())["attributes"]["uwm_dataset"]["fps"] == 10
