@@ -23,12 +23,13 @@ setup(
         # Model presets and training recipes, so an installed uwm_core finds them (uwm_core.config).
         (f"share/{PACKAGE}/config/model", workspace_files("config/model/*.yaml")),
         (f"share/{PACKAGE}/config/train", workspace_files("config/train/*.yaml")),
+        (f"share/{PACKAGE}/config/import", workspace_files("config/import/*.yaml")),
     ],
     python_requires=">=3.10",
     install_requires=[
         "torch", "torchvision", "numpy", "diffusers", "huggingface_hub", "safetensors", "einops",
         "omegaconf", "PyYAML", "zarr>=3", "numcodecs", "tqdm", "tensorboard", "pillow", "av",
-        "scipy", "opencv-python",
+        "scipy", "opencv-python", "pyarrow", "h5py",
     ],
     zip_safe=False,
     maintainer="uwm-ros developers",
@@ -38,6 +39,9 @@ setup(
     entry_points={
         "console_scripts": [
             "uwm-train = uwm_core.train:main",
+            "uwm-import-video = uwm_core.data.video_import:main",
+            "uwm-import = uwm_core.importers.cli:import_main",
+            "uwm-export = uwm_core.importers.cli:export_main",
         ],
     },
 )

@@ -108,12 +108,12 @@ def generate_episodes(num_episodes: int, seed: int, size: int = 32, max_steps: i
 
 
 def write_synthetic_dataset(path, num_episodes: int, seed: int, action_free: bool = False, size: int = 32,
-                            max_steps: int = 24):
+                            max_steps: int = 24, cameras=CAMERAS):
     """Write expert episodes with uwm_core.data.DatasetWriter (``action_free``: video only)."""
     from .data import DatasetWriter
 
-    with DatasetWriter(path, cameras=list(CAMERAS), fps=10, action_dim=ACTION_DIM) as writer:
+    with DatasetWriter(path, cameras=list(cameras), fps=10, action_dim=ACTION_DIM) as writer:
         for i, ep in enumerate(generate_episodes(num_episodes, seed, size, max_steps)):
-            writer.add_episode(frames=ep.frames, actions=None if action_free else ep.actions,
+            writer.add_episode(frames={cam: ep.frames[cam] for cam in cameras}, actions=None if action_free else ep.actions,
                                task="reach a goal bar", metadata={"mode": ep.mode, "synthetic_seed": seed, "index": i})
     return path
