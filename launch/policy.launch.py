@@ -12,8 +12,6 @@ Arguments:
     autostart    configure, then activate the node once configured (otherwise: ros2 lifecycle set)
     namespace    namespace of the nodes (parameters still apply: node key /**)
 """
-import os
-
 import yaml
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
@@ -24,8 +22,9 @@ from launch_ros.event_handlers import OnStateTransition
 from launch_ros.events.lifecycle import ChangeState
 from lifecycle_msgs.msg import Transition
 
+from uwm_ros.launch_helpers import config_path, is_true
+
 PACKAGE = "uwm_ros"
-TRUE_VALUES = ("true", "1", "yes", "on")
 # Parameters of config/sim.yaml that describe the simulated robot's interface: the policy uses the same.
 SIM_INTERFACE = ("camera_topics", "control_rate_hz", "command_mode", "base_frame", "ee_pose_topic",
                  "target_pose_topic", "gripper_topic", "workspace_min", "workspace_max")
@@ -41,25 +40,12 @@ def sim_interface(sim_params_file: str) -> dict:
     return shared
 
 
-def config_path(name: str) -> str:
-    """config/<name> in the installed share directory, or next to this file in a source checkout."""
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-        try:
-            return os.path.join(get_package_share_directory(PACKAGE), "config", name)
-        except PackageNotFoundError:
-            pass
-    except ImportError:
-        pass
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "config", name)
-
-
 def launch_setup(context):
     def arg(name):
         return LaunchConfiguration(name).perform(context)
 
     namespace = arg("namespace")
-    use_sim = arg("use_sim").lower() in TRUE_VALUES
+    use_sim = is_true(arg("use_sim"))
     sim_params_file = config_path("sim.yaml")
     overrides = {name: arg(name) for name in ("checkpoint", "device") if arg(name)}
     policy = LifecycleNode(
@@ -75,7 +61,7 @@ def launch_setup(context):
     if use_sim:
         actions.append(Node(package=PACKAGE, executable="sim_node", name="uwm_sim", namespace=namespace,
                             parameters=[sim_params_file], output="screen", emulate_tty=True))
-    if arg("autostart").lower() in TRUE_VALUES:
+    if is_true(arg("autostart")):
         activate_when_configured = RegisterEventHandler(OnStateTransition(
             target_lifecycle_node=policy, start_state="configuring", goal_state="inactive",
             entities=[EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(policy),

@@ -11,28 +11,14 @@ Arguments:
     expert       also start the scripted expert, commanding the sim through the teleop interface
     namespace    namespace of the launched nodes
 """
-import os
-
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from uwm_ros.launch_helpers import config_path, is_true
+
 PACKAGE = "uwm_ros"
-TRUE_VALUES = ("true", "1", "yes", "on")
-
-
-def config_path(name: str) -> str:
-    """config/<name> in the installed share directory, or next to this file in a source checkout."""
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-        try:
-            return os.path.join(get_package_share_directory(PACKAGE), "config", name)
-        except PackageNotFoundError:
-            pass
-    except ImportError:
-        pass
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "config", name)
 
 
 def launch_setup(context):
@@ -40,8 +26,8 @@ def launch_setup(context):
         return LaunchConfiguration(name).perform(context)
 
     namespace = arg("namespace")
-    real_time = arg("real_time").lower() in TRUE_VALUES
-    with_expert = arg("expert").lower() in TRUE_VALUES
+    real_time = is_true(arg("real_time"))
+    with_expert = is_true(arg("expert"))
     sim_overrides = {"real_time": real_time}
     if arg("task"):
         sim_overrides["task"] = arg("task")

@@ -19,27 +19,12 @@ Arguments:
     input             keyboard | spacemouse
     use_sim           also start the simulated Franka (uwm_ros sim_node with config/sim.yaml)
 """
-import os
-
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-TRUE_VALUES = ("true", "1", "yes", "on")
-
-
-def config_path(name: str) -> str:
-    """config/<name> in the installed uwm_ros share directory, or next to this file in a checkout."""
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-        try:
-            return os.path.join(get_package_share_directory("uwm_ros"), "config", name)
-        except PackageNotFoundError:
-            pass
-    except ImportError:
-        pass
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "config", name)
+from uwm_ros.launch_helpers import config_path, is_true
 
 
 def launch_setup(context):
@@ -49,14 +34,14 @@ def launch_setup(context):
     recorder_overrides = {"output_dir": arg("output_dir")} if arg("output_dir") else {}
     actions = [Node(package="uwm_teleop", executable="recorder_node", name="recorder",
                     parameters=[arg("recorder_params"), recorder_overrides], output="screen", emulate_tty=True)]
-    if arg("launch_teleop").lower() in TRUE_VALUES:
+    if is_true(arg("launch_teleop")):
         teleop_overrides = {"input": arg("input")}
         if arg("task"):
             teleop_overrides["task"] = arg("task")
         actions.append(Node(package="uwm_teleop", executable="teleop_node", name="teleop",
                             parameters=[arg("teleop_params"), teleop_overrides], prefix=arg("teleop_prefix"),
                             output="screen"))
-    if arg("use_sim").lower() in TRUE_VALUES:
+    if is_true(arg("use_sim")):
         actions.append(Node(package="uwm_ros", executable="sim_node", name="uwm_sim",
                             parameters=[config_path("sim.yaml")], output="screen", emulate_tty=True))
     return actions

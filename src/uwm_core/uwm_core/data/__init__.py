@@ -7,11 +7,23 @@
     ds.num_episodes, ds.cameras, ds.fps, ds.action_dim, ds.episode_lengths, ds.action_stats
     ep = ds.episode(0)  # .frames {cam: uint8[T,H,W,3]}, .actions float32[T,A] or None, .task, .metadata
 """
-from .latent_cache import LatentCache, vae_fingerprint
-from .samples import (ColorJitter, EpisodeSamples, Mixture, SampleSpec, ShardedSampler, Window, action_normalizer,
-                      sample_spec, split_episodes)
+import importlib
+
 from .store import (ActionStats, DatasetError, DatasetWriter, Episode, EpisodicDataset, default_absolute_action_dims,
                     open_dataset)
+
+# Training-side names import torch: load them on first use, so that writers and importers
+# (uwm-bag2dataset, uwm-import) start without it.
+_LAZY = {name: "samples" for name in ("ColorJitter", "EpisodeSamples", "Mixture", "SampleSpec", "ShardedSampler",
+                                      "Window", "action_normalizer", "sample_spec", "split_episodes")}
+_LAZY.update(LatentCache="latent_cache", vae_fingerprint="latent_cache")
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ActionStats", "ColorJitter", "DatasetError", "DatasetWriter", "Episode", "EpisodeSamples", "EpisodicDataset",

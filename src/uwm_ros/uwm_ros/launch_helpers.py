@@ -1,0 +1,24 @@
+"""Small helpers shared by the launch files in launch/ (no launch import: usable anywhere)."""
+import os
+
+TRUE_VALUES = ("true", "1", "yes", "on")
+
+
+def is_true(value: str) -> bool:
+    """A launch argument's string as a boolean."""
+    return value.strip().lower() in TRUE_VALUES
+
+
+def config_path(name: str) -> str:
+    """config/<name> in the installed uwm_ros share directory, or in the source checkout."""
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+        try:
+            return os.path.join(get_package_share_directory("uwm_ros"), "config", name)
+        except PackageNotFoundError:
+            pass
+    except ImportError:
+        pass
+    # source checkout: <ws>/src/uwm_ros/uwm_ros/launch_helpers.py -> <ws>/config/<name>
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "config", name)
