@@ -22,6 +22,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .config import ModelConfig, model_config_from_dict, model_config_to_dict
+from .durable import commit_directory
 from .model import UnifiedWorldModel
 from .processing import ActionNormalizer
 
@@ -61,14 +62,11 @@ def save_checkpoint(path: str | os.PathLike, model: UnifiedWorldModel, normalize
         normalizer.save(tmp / NORMALIZER_FILE)
         if training_state is not None:
             torch.save(training_state, tmp / TRAINING_STATE_FILE)
-        for f in tmp.iterdir():  # durable before it becomes visible
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
         old = None
         if path.exists():
             old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
             path.rename(old)
-        tmp.rename(path)
+        commit_directory(tmp, path)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:

@@ -48,6 +48,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
+from uwm_core.durable import commit_directory
 from uwm_teleop.bag_reading import (META_EPISODE_ID, META_OUTCOME, META_SOFTWARE, META_STARTED, META_TASK,
                                     META_TOPICS, METADATA_FILE, PARTIAL_SUFFIX, TYPESTORE)
 
@@ -90,13 +91,6 @@ def message_class(type_name: str):
     return getattr(importlib.import_module(f"{package}.{kind}"), name)
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
 
 class EpisodeBag:
     """One episode's rosbag2, written in ``<name>.partial`` and renamed to ``<name>`` when finished."""
@@ -134,11 +128,7 @@ class EpisodeBag:
         tmp = metadata.with_suffix(".yaml.tmp")
         tmp.write_text(text)
         os.replace(tmp, metadata)
-        for path in (final_file, metadata, self.partial_path):
-            _fsync(path)
-        os.rename(self.partial_path, self.final_path)
-        _fsync(self.final_path.parent)
-        return self.final_path
+        return commit_directory(self.partial_path, self.final_path)
 
     def discard(self) -> None:
         self.writer.abort()

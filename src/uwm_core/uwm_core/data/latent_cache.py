@@ -27,6 +27,7 @@ import torch
 import zarr
 from tqdm import tqdm
 
+from ..durable import commit_directory
 from ..processing import frames_to_float, resize_images
 from .store import COMPRESSOR, FRAMES_PER_SHARD, OPEN_EPISODES, DatasetError, EpisodicDataset, read_rows
 
@@ -100,7 +101,7 @@ class LatentCache:
                 group.create_array(cam, shape=z.shape, dtype=CACHE_DTYPE, chunks=(1, *z.shape[1:]),
                                    shards=(min(len(z), FRAMES_PER_SHARD), *z.shape[1:]), compressors=COMPRESSOR)[:] = z
             try:
-                staging.rename(self.root / name)
+                commit_directory(staging, self.root / name)
             except OSError:  # another process committed this episode first
                 if not (self.root / name / "zarr.json").is_file():
                     raise

@@ -35,6 +35,8 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
+from ..durable import commit_directory
+
 FORMAT_VERSION = 1
 INDEX_FILE = "episodes.jsonl"
 EPISODES_DIR = "episodes"
@@ -86,19 +88,6 @@ class Episode:
         return len(next(iter(self.frames.values())))
 
 
-def _fsync_tree(path: Path) -> None:
-    for dirpath, _, files in os.walk(path):
-        for name in files:
-            with open(os.path.join(dirpath, name), "rb") as f:
-                os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _read_info(root: Path) -> dict:
@@ -343,11 +332,9 @@ class DatasetWriter:
                                          "absolute_action_dims": list(info["absolute_action_dims"])}
             root.create_group(EPISODES_DIR)
             (tmp / INDEX_FILE).touch()
-            _fsync_tree(tmp)
             if self.path.exists():
                 self.path.rmdir()  # empty (checked above)
-            tmp.rename(self.path)
-            _fsync_dir(self.path.parent)
+            commit_directory(tmp, self.path)
         except OSError as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
@@ -411,10 +398,7 @@ class DatasetWriter:
             if actions is not None:
                 group.create_array("actions", shape=actions.shape, dtype=np.float32, chunks=actions.shape,
                                    compressors=COMPRESSOR)[:] = actions
-            _fsync_tree(staging)
-            final = self.path / EPISODES_DIR / name
-            staging.rename(final)
-            _fsync_dir(final.parent)
+            commit_directory(staging, self.path / EPISODES_DIR / name)
             entry = {"name": name, "length": T, "has_actions": actions is not None, "task": str(task),
                      "frame_shapes": shapes, "metadata": metadata, "action_stats": None}
             if actions is not None:
