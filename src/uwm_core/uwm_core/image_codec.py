@@ -22,16 +22,24 @@ class ImageDecodeError(ValueError):
     """An image that cannot be decoded; the message names the encoding or the size mismatch."""
 
 
+def raw_image_problem(encoding: str, height: int, width: int, step: int, num_bytes: int) -> str | None:
+    """Why a raw image with these header fields cannot be decoded, or None when it can."""
+    if encoding not in RAW_ENCODINGS:
+        return f"unsupported image encoding {encoding!r} (supported: {', '.join(RAW_ENCODINGS)})"
+    row_bytes = width * RAW_ENCODINGS[encoding][0]
+    if height <= 0 or width <= 0 or step < row_bytes or num_bytes < step * (height - 1) + row_bytes:
+        return f"{encoding} image of {width}x{height} with step {step} needs {step * height} bytes, got {num_bytes}"
+    return None
+
+
 def decode_raw(encoding: str, height: int, width: int, step: int, data) -> np.ndarray:
     """A raw image buffer -> uint8 RGB (height, width, 3), honouring row padding in ``step``."""
-    if encoding not in RAW_ENCODINGS:
-        raise ImageDecodeError(f"unsupported image encoding {encoding!r} (supported: {', '.join(RAW_ENCODINGS)})")
+    buf = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.reshape(-1).view(np.uint8)
+    problem = raw_image_problem(encoding, height, width, step, buf.size)
+    if problem:
+        raise ImageDecodeError(problem)
     channels, conversion = RAW_ENCODINGS[encoding]
     row_bytes = width * channels
-    buf = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.reshape(-1).view(np.uint8)
-    if height <= 0 or width <= 0 or step < row_bytes or buf.size < step * (height - 1) + row_bytes:
-        raise ImageDecodeError(f"{encoding} image of {width}x{height} with step {step} needs "
-                               f"{step * height} bytes, got {buf.size}")
     rows = np.lib.stride_tricks.as_strided(buf, shape=(height, row_bytes), strides=(step, 1))
     image = rows.reshape(height, width, channels)
     if conversion is None:

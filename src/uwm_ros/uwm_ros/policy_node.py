@@ -50,7 +50,7 @@ from rclpy.time import Time
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
-from uwm_core.image_codec import RAW_ENCODINGS, encode_raw
+from uwm_core.image_codec import encode_raw, raw_image_problem
 from uwm_core.spatial import ACTION_DIM
 from uwm_teleop.command_interface import CommandInterface, declare_command_parameters, settings_from_node
 
@@ -93,12 +93,9 @@ class ConfigureError(ValueError):
 def image_problem(msg) -> str | None:
     """A cheap check of a camera message before it is buffered (full decoding happens at inference)."""
     if hasattr(msg, "encoding"):
-        if msg.encoding not in RAW_ENCODINGS:
-            return f"unsupported image encoding {msg.encoding!r} (supported: {', '.join(RAW_ENCODINGS)})"
-        channels = RAW_ENCODINGS[msg.encoding][0]
-        if msg.step < msg.width * channels or len(msg.data) < msg.step * msg.height or msg.width * msg.height == 0:
-            return (f"{msg.encoding} image of {msg.width}x{msg.height} with step {msg.step} has "
-                    f"{len(msg.data)} bytes")
+        problem = raw_image_problem(msg.encoding, msg.height, msg.width, msg.step, len(msg.data))
+        if problem:
+            return problem
     elif len(msg.data) == 0:
         return f"empty compressed image (format {msg.format!r})"
     if msg.header.stamp.sec == 0 and msg.header.stamp.nanosec == 0:
