@@ -4,7 +4,6 @@ import itertools
 import threading
 
 import pytest
-import rclpy
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 
@@ -20,13 +19,6 @@ def tiny_checkpoint(tmp_path_factory):
     # paper-like horizons (16 actions, execute 8) on the tiny network
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", "tiny",
                            {"action_horizon": 16, "execute_steps": 8})
-
-
-@pytest.fixture(scope="session")
-def ros():
-    rclpy.init()
-    yield
-    rclpy.shutdown()
 
 
 class System:

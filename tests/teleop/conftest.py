@@ -7,18 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import rclpy
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))  # bagfactory, fake_robot
 from fake_robot import BIN  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def ros():
-    rclpy.init()
-    yield
-    rclpy.try_shutdown()
 
 
 class NodeProcess:

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import rclpy
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -109,11 +108,6 @@ def wait_for(condition, timeout: float, what: str, interval: float = 0.05):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def init_ros() -> None:
-    if not rclpy.ok():
-        rclpy.init()
 
 
 class Commander(Node):

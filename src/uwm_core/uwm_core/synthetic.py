@@ -4,9 +4,10 @@ A red disc (the end effector) moves on a table by exactly the commanded displace
 ``(dx, dy)`` each step, so the next frames can only be predicted by using the actions. The
 table has a colour gradient and a goal bar at the top (green) and at the bottom (blue).
 
-The expert is multimodal: from its start position it heads to the top bar or to the bottom bar
-with equal probability (two equally good ways to act), at a speed and sideways drift drawn per
-episode, then stops on the bar. Two cameras observe it: ``top`` sees the whole table, ``wrist``
+The expert is multimodal: from the centre of the table it heads to the top bar or to the bottom
+bar with equal probability (two equally good ways to act), at a speed and sideways drift drawn per
+episode, then stops on the bar. Every episode starts from the same frame, so at the start the
+observation says nothing about the mode: only the actions decide where the disc goes next. Two cameras observe it: ``top`` sees the whole table, ``wrist``
 is a 2x zoomed view centred on the disc (the world moves past it, like a wrist camera).
 
 World units are top-camera pixels at the default 32 x 32 resolution.
@@ -82,7 +83,7 @@ def expert_episode(rng: np.random.Generator, size: int = 32, max_steps: int = 24
     mode = int(rng.choice([-1, 1]))
     speed = rng.uniform(*SPEED_RANGE)
     drift = rng.uniform(*DRIFT_RANGE)
-    position = np.array([WORLD / 2 + rng.uniform(-4, 4), START_Y + rng.uniform(-1.5, 1.5)])
+    position = np.array([WORLD / 2, START_Y])
     positions, actions = [], []
     for _ in range(max_steps):
         positions.append(position.copy())
