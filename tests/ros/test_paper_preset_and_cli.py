@@ -19,11 +19,17 @@ from uwm_ros.synthetic_robot import SyntheticRobot
 from policy_test_helpers import ACTION_HIGH, ACTION_LOW, CAMERAS, RecordingModel, pose7, same_rotation, twist6
 
 
+RELAXED_SENSOR_LIMITS = {"max_frame_age_s": 3.0, "max_frame_skew_s": 0.5, "max_pose_age_s": 3.0}
+
+
 def test_paper_preset_on_cpu_executes_whole_chunks_synchronously(make_system):
     """Table V model (~400M parameters, 224x224, 3 views, 16 actions, execute 8) with random weights.
 
-    A chunk takes tens of seconds on a CPU, far more than the 0.8 s execution window, so the node
-    holds while each chunk is computed and then executes its first 8 actions at 10 Hz."""
+    A chunk takes seconds on a CPU, far more than the 0.8 s execution window, so the node holds
+    while each chunk is computed and then executes its first 8 actions at 10 Hz. Inference occupies
+    both cores of a small machine and starves the in-process synthetic robot, whose frames and poses
+    then arrive later and less in step than the default limits allow (a stale input voids the chunk
+    in flight, so the node would never act): the limits are relaxed here, not the logic."""
     started = time.monotonic()
     torch.manual_seed(0)
     cfg = load_model_config("paper", {"cameras": CAMERAS, "resnet_weights": None, "vae": {"pretrained": None}})
@@ -34,12 +40,12 @@ def test_paper_preset_on_cpu_executes_whole_chunks_synchronously(make_system):
     built = time.monotonic()
 
     system = make_system("in-memory paper preset", load_world_model=lambda path, device: wm,
-                         params={"torch_threads": 0}, image_shape=(120, 160))
+                         params={"torch_threads": 0, **RELAXED_SENSOR_LIMITS}, image_shape=(120, 160))
     robot = system.robot
-    assert robot.change_state("configure", timeout_s=600)
+    assert robot.change_state("configure", timeout_s=300)
     configured = time.monotonic()
     assert robot.change_state("activate")
-    assert robot.wait_for(lambda: len(robot.snapshot("deltas")) >= 8, 600), robot.latest_status()
+    assert robot.wait_for(lambda: len(robot.snapshot("deltas")) >= 8, 300), robot.latest_status()
     time.sleep(0.5)
     status = robot.latest_status()
     assert robot.change_state("deactivate")

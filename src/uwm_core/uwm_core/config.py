@@ -28,7 +28,7 @@ class VAEConfig:
     # Latents are z * scaling_factor / latent_scale. scaling_factor: the VAE's own
     # (SDXL: 0.13025; read from a pretrained VAE's config when None). latent_scale: the reference
     # implementation's extra normalisation (3.0 for SDXL); None estimates it from the training
-    # data (3 x the latent std) so that clip_sample's [-1, 1] holds for random VAEs too.
+    # data (largest magnitude -> 0.9) so that clip_sample's [-1, 1] holds for other VAEs too.
     scaling_factor: Optional[float] = None
     latent_scale: Optional[float] = 3.0
     # Steps of reconstruction training for a randomly initialised VAE before UWM training

@@ -280,7 +280,7 @@ def prepare_vae(model: UnifiedWorldModel, datasets, cfg: TrainConfig, d: Dist) -
             bar.close()
         if vae.needs_latent_scale:
             scale = vae.estimate_latent_scale(pool.crops(len(pool.frames), S, d.device))
-            tqdm.write(f"VAE latent scale {scale:.4f} (3 x the latent std of training frames)")
+            tqdm.write(f"VAE latent scale {scale:.4f} (largest latent magnitude of training frames -> 0.9)")
     if d.world_size > 1:
         for tensor in vae.state_dict().values():
             dist.broadcast(tensor, src=0)

@@ -61,6 +61,10 @@ from .inference_worker import InferenceJob, InferenceWorker, LatestJobThread, de
 NODE_NAME = "uwm_policy"
 COMPRESSED_SUFFIX = "/compressed"
 TIMING_WINDOW = 200
+# The inference thread runs Python between torch ops; at the default 5 ms GIL switch interval every
+# GIL hand-back in a control tick (each publish, each log line) can wait that long, and a tick
+# stretches to a second on a busy 2-core machine. 0.5 ms keeps ticks on time for a little overhead.
+GIL_SWITCH_INTERVAL_S = 0.0005
 SHUTDOWN_JOIN_S = 300.0  # shutdown waits this long for a running inference (a paper-size chunk on a CPU)
 
 # name -> (default, description). The command parameters come from uwm_teleop.command_interface.
@@ -119,6 +123,7 @@ class PolicyNode(LifecycleNode):
         self._io_group = ReentrantCallbackGroup()
         self._retired_threads = []  # stopped inference threads that may still finish a chunk
         self._reset_resources()
+        sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))  # process-wide
 
     # ------------------------------------------------------------------ lifecycle
     def _reset_resources(self) -> None:

@@ -73,8 +73,13 @@ class LatentCodec(nn.Module):
 
     @torch.no_grad()
     def estimate_latent_scale(self, images: torch.Tensor) -> float:
-        """Set latent_scale to 3 x the latent std of these frames (as the reference's 3.0 for SDXL)."""
-        scale = 3.0 * float(self._raw_latents(images).std())
+        """Set latent_scale so that the largest latent magnitude of these frames becomes 0.9.
+
+        DDIM's clip_sample clips predicted latents to [-1, 1] at every step: latents outside that
+        range (often the small, high-contrast objects) would be flattened. The reference's 3.0 for
+        SDXL serves the same purpose.
+        """
+        scale = float(self._raw_latents(images).abs().max()) / 0.9
         self.latent_scale.fill_(scale)
         return scale
 
