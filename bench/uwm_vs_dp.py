@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import subprocess
 import sys
@@ -244,18 +243,11 @@ def git_commit() -> str:
         return "unknown"
 
 
-def cpu_model() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
-
-
 def write_results(bench: Bench, results: list[ArmResult], data_seconds: dict, command: str, started_at: str) -> Path:
     RESULTS.mkdir(exist_ok=True)
     record = {"benchmark": "uwm_vs_dp", "scale": bench.name, "command": command, "started_at": started_at,
               "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": git_commit(),
-              "machine": {**machine(), "cpu_model": cpu_model()}, "device": bench.device,
+              "machine": machine(), "device": bench.device,
               "settings": asdict(bench.scale), "target_task": TARGET, "seeds": SEEDS, "out": str(bench.out),
               "data_seconds": data_seconds, "arms": [asdict(r) for r in results]}
     path = RESULTS / f"uwm_vs_dp_{bench.name}.json"

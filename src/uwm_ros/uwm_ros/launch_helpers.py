@@ -12,13 +12,10 @@ def is_true(value: str) -> bool:
 def config_path(name: str) -> str:
     """config/<name> in the installed uwm_ros share directory, or in the source checkout."""
     try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+        from ament_index_python.packages import get_package_share_directory
 
-        try:
-            return os.path.join(get_package_share_directory("uwm_ros"), "config", name)
-        except PackageNotFoundError:
-            pass
-    except ImportError:
+        return os.path.join(get_package_share_directory("uwm_ros"), "config", name)
+    except (ImportError, LookupError, OSError):  # no ament index, package not in it, AMENT_PREFIX_PATH unset
         pass
     # source checkout: <ws>/src/uwm_ros/uwm_ros/launch_helpers.py -> <ws>/config/<name>
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "config", name)

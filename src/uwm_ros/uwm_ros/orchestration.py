@@ -43,18 +43,10 @@ def log_tail(path: Path | str | None, lines: int = LOG_TAIL_LINES) -> str:
 
 # ---------------------------------------------------------------------- files and environment
 def ros_config_file(name: str) -> Path:
-    """config/<name> of uwm_ros: the package share directory (colcon install) or the source tree."""
-    try:
-        from ament_index_python.packages import get_package_share_directory
+    """config/<name> of uwm_ros (located as the launch files do); FileNotFoundError when missing."""
+    from .launch_helpers import config_path
 
-        path = Path(get_package_share_directory("uwm_ros")) / "config" / name
-        if path.is_file():
-            return path
-    except (ImportError, LookupError, OSError):  # no ament index (no colcon install sourced)
-        pass
-    from uwm_core.config import config_dir
-
-    path = config_dir() / name
+    path = Path(config_path(name)).resolve()
     if not path.is_file():
         raise FileNotFoundError(f"{path}: uwm_ros configuration file is missing")
     return path
