@@ -37,10 +37,13 @@ class Bench:
         self.probe = Node("probe", namespace=ns)
         self.pose_pub = self.probe.create_publisher(PoseStamped, f"{ns}/pose", qos_profile_sensor_data)
         self.received = {"delta": [], "target": [], "grip": []}
-        self.probe.create_subscription(TwistStamped, f"{ns}/commander/delta_ee",
-                                       lambda m: self.received["delta"].append(m), 10)
-        self.probe.create_subscription(PoseStamped, f"{ns}/target", lambda m: self.received["target"].append(m), 10)
-        self.probe.create_subscription(Float32, f"{ns}/grip", lambda m: self.received["grip"].append(m), 10)
+        subscriptions = {
+            "delta": self.probe.create_subscription(TwistStamped, f"{ns}/commander/delta_ee",
+                                                    lambda m: self.received["delta"].append(m), 10),
+            "target": self.probe.create_subscription(PoseStamped, f"{ns}/target",
+                                                     lambda m: self.received["target"].append(m), 10),
+            "grip": self.probe.create_subscription(Float32, f"{ns}/grip", lambda m: self.received["grip"].append(m), 10),
+        }
         self.measured = None  # (position, quat, frame) published at 50 Hz once set
         self.probe.create_timer(0.02, self._publish_measured)
         self.executor = MultiThreadedExecutor(num_threads=2)
@@ -48,11 +51,30 @@ class Bench:
         self.executor.add_node(self.probe)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
         self.thread.start()
-        time.sleep(0.5)  # discovery
+        # discovery: every publisher the commander has is matched with the probe (and the pose with it)
+        expected = [subscriptions["delta"]]
+        expected += [subscriptions["target"]] if values.get("command_mode", "pose_target") != "delta" else []
+        expected += [subscriptions["grip"]] if values.get("gripper_mode") != "none" else []
+        deadline = time.monotonic() + 10
+        while not (all(sub.get_publisher_count() for sub in expected) and self.pose_pub.get_subscription_count()):
+            assert time.monotonic() < deadline, "commander and probe did not discover each other within 10 s"
+            time.sleep(0.01)
 
     def publish_pose(self, position, quat, frame="fr3_link0"):
+        """Publish this pose from now on and wait until the interface has taken it in (or, in
+        another frame, refused it): discovery may take longer than one publishing period."""
         self.measured = (position, quat, frame)
-        time.sleep(0.15)
+
+        def arrived():
+            if frame != "fr3_link0":
+                return f"frame {frame!r}" in (self.out.pose_problem() or "")
+            pose = self.out.measured_pose()
+            return pose is not None and np.allclose(pose.position, position) and self.out.pose_problem() is None
+
+        deadline = time.monotonic() + 10
+        while not arrived():
+            assert time.monotonic() < deadline, f"the measured pose {position} in {frame} never reached the interface"
+            time.sleep(0.01)
 
     def _publish_measured(self):
         if self.measured is None:
