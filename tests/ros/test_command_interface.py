@@ -123,9 +123,12 @@ def test_pose_target_clamps_chains_and_keeps_the_workspace_box(bench):
     np.testing.assert_allclose(sent.delta, [0.01, 0, 0, 0, 0, 0.05])
     position, quat = apply_delta(*START, [0.01, 0, 0, 0, 0, 0.05])
     np.testing.assert_allclose(sent.target_position, position)
+    holds = []
     for _ in range(20):  # keep pushing +x: the target stops at workspace_max x = 0.6
         time.sleep(0.02)  # a control rate, not a burst (the publisher keeps the last 10)
         sent = b.out.send([0.05, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0])
+        holds += [b.out.hold_reason] if sent is None else []
+    assert not holds, holds
     assert sent.target_position[0] == pytest.approx(0.6) and sent.delta[0] == 0.0
     targets = b.settle(21, "target")
     deltas = b.settle(21)
