@@ -8,6 +8,7 @@ row of a frame, its task through meta/tasks.parquet's pandas index, its image de
 from_timestamp + timestamp within 1e-4 s.
 """
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -76,6 +77,20 @@ def read_frame_as_lerobot(root: Path, info: dict, episodes: list, tasks: dict, i
         assert gap < 1e-4, f"{video}: no frame within 1e-4 s of {query}"
         item[key] = image
     return item
+
+
+def test_export_leaves_the_thread_scheduling_policy_as_it_was(exported, tmp_path):
+    """SVT-AV1 makes the thread that opens it real time (SCHED_FIFO 99) when run as root; left so,
+    the test process and every process it started starved the ROS tests that came after."""
+    script = ("import os, sys\n"
+              "from uwm_core.importers import export_lerobot\n"
+              "policy = lambda: (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority)\n"
+              "before = policy()\n"
+              "export_lerobot(sys.argv[1], sys.argv[2], progress=False)\n"
+              "print(before, policy())\n")
+    out = subprocess.run([sys.executable, "-c", script, str(exported[0]), str(tmp_path / "again")],
+                         capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+    assert out == f"{(os.SCHED_OTHER, 0)} {(os.SCHED_OTHER, 0)}"
 
 
 def test_export_passes_the_lerobot_checks(exported):

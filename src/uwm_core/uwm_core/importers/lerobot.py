@@ -27,6 +27,7 @@ file LeRobot reads, checked by ``uwm_core.importers.lerobot_checks``.
 """
 from __future__ import annotations
 
+import contextlib
 import fractions
 import json
 import os
@@ -492,7 +493,7 @@ class RollingVideo:
                 f"videos/{self.key}/to_timestamp": self.frames_in_file / self.fps}
 
     def encode(self, frames: np.ndarray, path: Path) -> None:
-        with av.open(str(path), "w") as container:
+        with thread_scheduling_kept(), av.open(str(path), "w") as container:
             stream = container.add_stream(self.codec, rate=self.fps, options=self.options)
             stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
             for i, image in enumerate(frames):
@@ -509,6 +510,20 @@ class RollingVideo:
     def finish(self) -> None:
         self.close()
         self.scratch.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def thread_scheduling_kept():
+    """Restore the calling thread's scheduling policy on exit. SVT-AV1 (libsvtav1, LeRobot's
+    encoder) switches the thread that opens it to SCHED_FIFO priority 99 when run as root: a
+    real-time thread that keeps computing starves every other thread on its core (ROS executors,
+    DDS) and passes the policy on to the processes it starts."""
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        yield
+    finally:
+        if (os.sched_getscheduler(0), os.sched_getparam(0)) != (policy, param):
+            os.sched_setscheduler(0, policy, param)
 
 
 def arrow_column(values: np.ndarray) -> pa.Array:
