@@ -33,6 +33,7 @@ from uwm_core.model import UnifiedWorldModel  # noqa: E402
 from uwm_core.processing import ActionNormalizer  # noqa: E402
 from uwm_ros.policy_node import PolicyNode  # noqa: E402
 from uwm_ros.synthetic_robot import SyntheticRobot  # noqa: E402
+from uwm_teleop.spinning import spin  # noqa: E402
 
 CAMERAS = ["left", "right", "wrist"]
 PRESET_OVERRIDES = {"paper": {"resnet_weights": None, "vae": {"pretrained": None}}}
@@ -70,7 +71,7 @@ def run(preset: str, seconds: float, device: str, rate_hz: float, threads: int, 
                       parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
-    spin = threading.Thread(target=executor.spin, daemon=True)
+    spin = threading.Thread(target=spin, args=(executor,), daemon=True)
     spin.start()
     robot = SyntheticRobot(ns, topics, f"{ns}/pose", f"{ns}/target", f"{ns}/gripper",
                            commander=f"{ns}/uwm_policy", image_shape=(240, 320))

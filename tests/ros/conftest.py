@@ -10,6 +10,7 @@ from rclpy.parameter import Parameter
 from policy_test_helpers import CAMERAS, RecordingModel, make_checkpoint
 from uwm_ros.policy_node import PolicyNode
 from uwm_ros.synthetic_robot import SyntheticRobot
+from uwm_teleop.spinning import spin
 
 _ids = itertools.count(1)
 
@@ -48,7 +49,7 @@ class System:
                                parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
         self.executor = MultiThreadedExecutor(num_threads=4)
         self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread = threading.Thread(target=spin, args=(self.executor,), daemon=True)
         self.thread.start()
         self.robot = SyntheticRobot(self.ns, self.camera_topics, self.pose_topic, self.target_topic,
                                     self.gripper_topic, commander=f"{self.ns}/uwm_policy", image_shape=image_shape)

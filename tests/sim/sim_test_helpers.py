@@ -18,6 +18,7 @@ from std_msgs.msg import Bool, String
 from uwm_core.image_codec import decode_image_msg
 from uwm_ros.sim.ros_interface import EPISODE_QOS, STATE_QOS, parse_episode, pose_arrays
 from uwm_ros.sim_node import SimNode
+from uwm_teleop.spinning import spin
 
 CAMERAS = ("left", "right", "wrist")
 POSE_TOPIC = "/franka_robot_state_broadcaster/current_pose"
@@ -116,7 +117,7 @@ class RunningSim:
         self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(self.node)
         self.executor.add_node(self.probe)
-        self.spinner = threading.Thread(target=self.executor.spin, daemon=True)
+        self.spinner = threading.Thread(target=spin, args=(self.executor,), daemon=True)
         self.spinner.start()
         self.stepper = threading.Thread(target=self.node.run, daemon=True)
         self.stepper.start()

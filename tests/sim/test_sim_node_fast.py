@@ -13,6 +13,7 @@ from std_srvs.srv import Trigger
 
 from sim_test_helpers import CAMERAS, RunningSim, wait_for
 from uwm_ros.sim.expert_node import ExpertNode
+from uwm_teleop.spinning import spin
 
 DELTA_TOPIC = "/sim_expert/delta_ee"
 PERIOD_NS = 100_000_000
@@ -86,7 +87,7 @@ def test_scripted_expert_node_lifts_the_cube(sim, ros_context):
         Parameter("workspace_min", value=[0.3, -0.3, 0.0]), Parameter("workspace_max", value=[0.8, 0.3, 0.4])])
     executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(expert)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner = threading.Thread(target=spin, args=(executor,), daemon=True)
     spinner.start()
     probe = sim.probe
     try:

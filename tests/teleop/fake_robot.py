@@ -20,6 +20,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Float32
 
 from uwm_core.image_codec import encode_raw
+from uwm_teleop.spinning import spin
 
 BASE_FRAME = "fr3_link0"
 BIN = Path(sys.executable).parent  # the venv's console scripts (uwm-recorder, uwm-teleop, ...)
@@ -48,7 +49,7 @@ class FakeRobot(Node):
         self.create_timer(1.0 / pose_hz, self._publish_pose)
         self.spinner = SingleThreadedExecutor()
         self.spinner.add_node(self)
-        self.thread = threading.Thread(target=self.spinner.spin, daemon=True)
+        self.thread = threading.Thread(target=spin, args=(self.spinner,), daemon=True)
 
     def start(self) -> "FakeRobot":
         self.thread.start()
@@ -127,7 +128,7 @@ class Commander(Node):
         self.create_timer(1.0 / rate_hz, self._tick)
         self.spinner = SingleThreadedExecutor()
         self.spinner.add_node(self)
-        self.thread = threading.Thread(target=self.spinner.spin, daemon=True)
+        self.thread = threading.Thread(target=spin, args=(self.spinner,), daemon=True)
 
     def start(self) -> "Commander":
         self.thread.start()

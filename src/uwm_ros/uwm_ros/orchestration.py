@@ -249,8 +249,10 @@ class RosClient:
     def _spin(self) -> None:
         from rclpy.executors import ExternalShutdownException
 
+        from uwm_teleop.spinning import spin
+
         try:
-            self.executor.spin()
+            spin(self.executor)
         except ExternalShutdownException:
             pass
 

@@ -53,6 +53,7 @@ from std_msgs.msg import String
 from uwm_core.image_codec import encode_raw, raw_image_problem
 from uwm_core.spatial import ACTION_DIM
 from uwm_teleop.command_interface import CommandInterface, declare_command_parameters, settings_from_node
+from uwm_teleop.spinning import spin
 
 from .camera_sync import CameraBuffers, NotReady
 from .chunk_scheduler import Chunk, ChunkScheduler
@@ -531,7 +532,7 @@ def main(args=None) -> int:
             elif node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
                 code = 1
         if code == 0:
-            executor.spin()
+            spin(executor)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

@@ -58,6 +58,7 @@ from std_msgs.msg import Bool, Float32, String
 from std_srvs.srv import Trigger
 
 from uwm_core.image_codec import encode_raw
+from uwm_teleop.spinning import spin
 
 from .sim.franka_env import DEFAULT_CAMERAS, SimFranka
 from .sim.rendering import RenderingUnavailable
@@ -322,7 +323,7 @@ def main(args=None) -> None:
 
     def spin():
         try:
-            executor.spin()
+            spin(executor)
         except ExternalShutdownException:  # Ctrl-C: rclpy's signal handler shut the context down
             pass
 

@@ -29,6 +29,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float32, String
 
 from uwm_core.image_codec import encode_compressed, encode_raw
+from uwm_teleop.spinning import spin
 
 TRANSITIONS = {"configure": Transition.TRANSITION_CONFIGURE, "activate": Transition.TRANSITION_ACTIVATE,
                "deactivate": Transition.TRANSITION_DEACTIVATE, "cleanup": Transition.TRANSITION_CLEANUP,
@@ -93,7 +94,7 @@ class SyntheticRobot:
         self._camera_timer = self.node.create_timer(1.0 / camera_rate_hz, self._publish_frames)
         self._executor = SingleThreadedExecutor()
         self._executor.add_node(self.node)
-        self._thread = threading.Thread(target=self._executor.spin, daemon=True)
+        self._thread = threading.Thread(target=spin, args=(self._executor,), daemon=True)
         self._thread.start()
 
     # ------------------------------------------------------------------ streams

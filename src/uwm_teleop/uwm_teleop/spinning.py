@@ -1,0 +1,20 @@
+"""Spinning an rclpy executor while entities are created and destroyed from other threads."""
+from rclpy.executors import Executor
+from rclpy.exceptions import InvalidHandle
+
+
+def spin(executor: Executor) -> None:
+    """``executor.spin()`` that survives rclpy's destruction race (ros2/rclpy#1284).
+
+    A publisher or subscription destroyed by another thread (a lifecycle transition run by
+    another thread of a MultiThreadedExecutor, a test tearing down a probe) while this thread
+    builds its wait set makes rclpy raise InvalidHandle out of ``spin`` and the spinning thread
+    dies: every callback of its nodes stops for good. The entity is already gone from its node
+    by then, so building the wait set again is all it takes.
+    """
+    while True:
+        try:
+            executor.spin()
+            return
+        except InvalidHandle:
+            continue

@@ -1,0 +1,37 @@
+"""uwm_teleop.spinning.spin keeps an executor's callbacks running while another thread creates and
+destroys publishers and subscriptions (ros2/rclpy#1284: plain ``executor.spin()`` raises
+InvalidHandle and its thread dies; seen killing the sim node's executor in a test teardown)."""
+import sys
+import threading
+import time
+
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from std_msgs.msg import String
+
+from uwm_teleop.spinning import spin
+
+
+def test_spinning_survives_entities_destroyed_by_another_thread(ros):
+    node = Node("churned")
+    ticks = []
+    node.create_timer(0.0002, lambda: ticks.append(time.monotonic()))
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    spinner = threading.Thread(target=spin, args=(executor,), daemon=True)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often: plain spin() then dies within ~1 s here
+    try:
+        spinner.start()
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            node.destroy_publisher(node.create_publisher(String, "churn", 10))
+            node.destroy_subscription(node.create_subscription(String, "churn", lambda m: None, 10))
+        time.sleep(0.2)
+        assert spinner.is_alive()
+        assert sum(t > time.monotonic() - 0.2 for t in ticks) > 20  # its timer still fires
+    finally:
+        sys.setswitchinterval(interval)
+        executor.shutdown()
+        spinner.join(5)
+        node.destroy_node()
