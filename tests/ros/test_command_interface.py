@@ -15,6 +15,7 @@ from std_msgs.msg import Float32
 from policy_test_helpers import pose7, same_rotation, twist6
 from uwm_core.spatial import apply_delta
 from uwm_teleop.command_interface import CommandInterface, declare_command_parameters, franka_msgs_available
+from uwm_teleop.spinning import spin
 
 START = (np.array([0.5, 0.0, 0.3]), np.array([1.0, 0.0, 0.0, 0.0]))
 
@@ -53,7 +54,7 @@ class Bench:
                          else SingleThreadedExecutor())
         self.executor.add_node(self.node)
         self.executor.add_node(self.probe)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread = threading.Thread(target=spin, args=(self.executor,), daemon=True)
         self.thread.start()
         # discovery: every publisher the commander has is matched with the probe (and the pose with it)
         expected = [subscriptions["delta"]]
