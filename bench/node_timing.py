@@ -71,8 +71,8 @@ def run(preset: str, seconds: float, device: str, rate_hz: float, threads: int, 
                       parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
-    spin = threading.Thread(target=spin, args=(executor,), daemon=True)
-    spin.start()
+    spinner = threading.Thread(target=spin, args=(executor,), daemon=True)
+    spinner.start()
     robot = SyntheticRobot(ns, topics, f"{ns}/pose", f"{ns}/target", f"{ns}/gripper",
                            commander=f"{ns}/uwm_policy", image_shape=(240, 320))
     robot.follow_target = True  # an ideal controller: the measured pose tracks the target
@@ -82,6 +82,7 @@ def run(preset: str, seconds: float, device: str, rate_hz: float, threads: int, 
         activated = time.monotonic()
         time.sleep(seconds)
         status = node.status()
+        ticks_run = round((time.monotonic() - activated) * rate_hz)  # the node keeps only its last ticks' times
         ticks = np.diff(np.asarray(node._tick_times))
         latencies = list(node._latencies)
         robot.change_state("deactivate")
@@ -94,7 +95,7 @@ def run(preset: str, seconds: float, device: str, rate_hz: float, threads: int, 
         executor.shutdown()
         node.destroy_node()
     return {"preset": preset, "ticks": ticks, "commands": commands[commands < 2.5 / rate_hz],
-            "latencies": latencies, "status": status, "stalls": int(len(ticks) + 1 - status["actions_executed"]),
+            "latencies": latencies, "status": status, "stalls": ticks_run - status["actions_executed"],
             "wall_s": time.monotonic() - started}
 
 
