@@ -235,6 +235,8 @@ class RosClient:
         from rclpy.parameter import Parameter
         from rclpy.signals import SignalHandlerOptions
 
+        from uwm_teleop.spinning import spin
+
         self.watch = watch
         self.context = rclpy.Context()
         # no rclpy signal handler: Ctrl-C raises KeyboardInterrupt and the callers stop their processes
@@ -243,18 +245,8 @@ class RosClient:
                                       parameter_overrides=[Parameter("use_sim_time", value=use_sim_time)])
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
-        self._spinner = threading.Thread(target=self._spin, name=f"{name}-spin", daemon=True)
+        self._spinner = threading.Thread(target=spin, args=(self.executor,), name=f"{name}-spin", daemon=True)
         self._spinner.start()
-
-    def _spin(self) -> None:
-        from rclpy.executors import ExternalShutdownException
-
-        from uwm_teleop.spinning import spin
-
-        try:
-            spin(self.executor)
-        except ExternalShutdownException:
-            pass
 
     def _check_processes(self) -> None:
         if self.watch is not None:

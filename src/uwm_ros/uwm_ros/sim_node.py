@@ -321,13 +321,7 @@ def main(args=None) -> None:
     executor = SingleThreadedExecutor()
     executor.add_node(node)
 
-    def serve():
-        try:
-            spin(executor)
-        except ExternalShutdownException:  # Ctrl-C: rclpy's signal handler shut the context down
-            pass
-
-    spinner = threading.Thread(target=serve, daemon=True)
+    spinner = threading.Thread(target=spin, args=(executor,), daemon=True)
     spinner.start()
     try:
         node.run()

@@ -1,5 +1,5 @@
 """Spinning an rclpy executor while entities are created and destroyed from other threads."""
-from rclpy.executors import Executor
+from rclpy.executors import Executor, ExternalShutdownException
 from rclpy.exceptions import InvalidHandle
 
 
@@ -10,11 +10,14 @@ def spin(executor: Executor) -> None:
     another thread of a MultiThreadedExecutor, a test tearing down a probe) while this thread
     builds its wait set makes rclpy raise InvalidHandle out of ``spin`` and the spinning thread
     dies: every callback of its nodes stops for good. The entity is already gone from its node
-    by then, so building the wait set again is all it takes.
+    by then, so building the wait set again is all it takes. Returns when the executor or its
+    context shuts down (also by rclpy's Ctrl-C handler).
     """
     while True:
         try:
             executor.spin()
+            return
+        except ExternalShutdownException:
             return
         except InvalidHandle:
             continue
