@@ -68,7 +68,7 @@ def main():
 
     cfg = load_model_config(args.preset, {"resnet_weights": None, "vae": {"pretrained": None}})
     model = UnifiedWorldModel(cfg).to(device).eval()
-    if model.vae is not None and model.vae.needs_latent_scale:
+    if model.vae is not None and model.vae.needs_latent_statistics:
         model.vae.latent_scale.fill_(1.0)
     S = cfg.image_size
     obs = torch.rand(1, cfg.num_views, cfg.obs_horizon, 3, S, S, device=device)

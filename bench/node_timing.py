@@ -43,8 +43,8 @@ def build_model(preset: str, device: str) -> WorldModel:
     torch.manual_seed(0)
     cfg = load_model_config(preset, {"cameras": CAMERAS, "action_dim": 7, **PRESET_OVERRIDES.get(preset, {})})
     model = UnifiedWorldModel(cfg)
-    if model.vae.needs_latent_scale:
-        model.vae.estimate_latent_scale(torch.rand(4, 3, cfg.image_size, cfg.image_size))
+    if model.vae.needs_latent_statistics:
+        model.vae.estimate_latent_statistics(torch.rand(4, 3, cfg.image_size, cfg.image_size))
     # millimetre-scale actions: the synthetic pose stays inside the workspace box
     normalizer = ActionNormalizer(np.array([-0.004] * 3 + [-0.02] * 3 + [0.0]),
                                   np.array([0.004] * 3 + [0.02] * 3 + [1.0]))

@@ -18,7 +18,7 @@ def make_model(variant="uwm", seed=0, **overrides):
     torch.manual_seed(seed)
     model = UnifiedWorldModel(load_model_config("tiny", {"variant": variant, **overrides})).eval()
     if model.vae is not None:
-        model.vae.estimate_latent_scale(torch.rand(8, 3, 32, 32))
+        model.vae.estimate_latent_statistics(torch.rand(8, 3, 32, 32))
     # AdaLN-Zero starts every block as the identity; perturb the weights so that every input
     # path (observation, both timesteps, actions, latents) reaches both outputs.
     with torch.no_grad():

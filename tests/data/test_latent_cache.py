@@ -17,7 +17,7 @@ def world(tmp_path_factory):
     path = write_synthetic_dataset(tmp_path_factory.mktemp("cache") / "synthetic", 3, seed=0, max_steps=14)
     torch.manual_seed(0)
     model = UnifiedWorldModel(load_model_config("tiny"))
-    model.vae.estimate_latent_scale(torch.rand(8, 3, 32, 32))
+    model.vae.estimate_latent_statistics(torch.rand(8, 3, 32, 32))
     return open_dataset(path), model
 
 

@@ -25,7 +25,7 @@ PERIOD = 100_000_000
 def tiny_checkpoint(path, cameras, action_dim=7):
     torch.manual_seed(0)
     model = UnifiedWorldModel(load_model_config("tiny", {"cameras": cameras, "action_dim": action_dim}))
-    model.vae.estimate_latent_scale(torch.rand(4, 3, 32, 32))
+    model.vae.estimate_latent_statistics(torch.rand(4, 3, 32, 32))
     save_checkpoint(path, model, ActionNormalizer.identity(action_dim))
     return str(path)
 

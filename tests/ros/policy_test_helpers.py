@@ -21,8 +21,8 @@ def make_checkpoint(path, preset="tiny", overrides=None, normalizer=None):
     torch.manual_seed(0)
     cfg = load_model_config(preset, {"cameras": CAMERAS, "action_dim": 7, **(overrides or {})})
     model = UnifiedWorldModel(cfg)
-    if model.vae.needs_latent_scale:
-        model.vae.estimate_latent_scale(torch.rand(8, 3, cfg.image_size, cfg.image_size))
+    if model.vae.needs_latent_statistics:
+        model.vae.estimate_latent_statistics(torch.rand(8, 3, cfg.image_size, cfg.image_size))
     save_checkpoint(path, model, normalizer or ActionNormalizer(np.array(ACTION_LOW), np.array(ACTION_HIGH)))
     return str(path)
 

@@ -34,8 +34,8 @@ def test_paper_preset_on_cpu_executes_whole_chunks_synchronously(make_system):
     torch.manual_seed(0)
     cfg = load_model_config("paper", {"cameras": CAMERAS, "resnet_weights": None, "vae": {"pretrained": None}})
     model = UnifiedWorldModel(cfg)
-    if model.vae.needs_latent_scale:
-        model.vae.estimate_latent_scale(torch.rand(2, 3, cfg.image_size, cfg.image_size))
+    if model.vae.needs_latent_statistics:
+        model.vae.estimate_latent_statistics(torch.rand(2, 3, cfg.image_size, cfg.image_size))
     wm = RecordingModel(WorldModel(model, ActionNormalizer(np.array(ACTION_LOW), np.array(ACTION_HIGH))))
     built = time.monotonic()
 

@@ -13,7 +13,7 @@ def test_video_samples_reach_the_image_loss_not_the_action_targets(world):
     robot, video = open_dataset(world["robot"]), open_dataset(world["video"])
     torch.manual_seed(0)
     model = UnifiedWorldModel(load_model_config("tiny"))
-    model.vae.estimate_latent_scale(torch.rand(16, 3, 32, 32))
+    model.vae.estimate_latent_statistics(torch.rand(16, 3, 32, 32))
     with torch.no_grad():  # AdaLN-Zero starts input-independent: give the zero-initialised layers weights
         for p in model.net.parameters():
             if not p.any():

@@ -27,10 +27,13 @@ class VAEConfig:
     norm_num_groups: int = 32
     # Latents are z * scaling_factor / latent_scale. scaling_factor: the VAE's own
     # (SDXL: 0.13025; read from a pretrained VAE's config when None). latent_scale: the reference
-    # implementation's extra normalisation (3.0 for SDXL); None estimates it from the training
-    # data (largest magnitude -> 0.9) so that clip_sample's [-1, 1] holds for other VAEs too.
+    # implementation's extra normalisation (3.0 for SDXL: latent std ~1/3); None estimates it from
+    # the training frames (latent std -> 1/3) for other VAEs.
     scaling_factor: Optional[float] = None
     latent_scale: Optional[float] = 3.0
+    # clip_sample range of the latents during DDIM sampling (the reference: 1.0, as the actions);
+    # None: the largest latent magnitude of the training frames, estimated with latent_scale.
+    latent_clip: Optional[float] = 1.0
     # Steps of reconstruction training for a randomly initialised VAE before UWM training
     # (0: keep it random). Makes decoded predictions of small demo models viewable.
     fit_steps: int = 0

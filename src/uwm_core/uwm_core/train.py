@@ -58,6 +58,7 @@ from .config import config_dir, load_model_config, model_config_to_dict
 from .data import (ColorJitter, EpisodeSamples, LatentCache, Mixture, ShardedSampler, action_normalizer,
                    open_dataset, sample_spec, split_episodes)
 from .model import UnifiedWorldModel
+from .model.vae import LATENT_STD
 from .processing import crop, frames_to_float, resize_images
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -264,7 +265,7 @@ def prepare_vae(model: UnifiedWorldModel, datasets, cfg: TrainConfig, d: Dist) -
     """A random VAE is fitted to training frames (vae.fit_steps) and its latent scale estimated,
     on rank 0 and then broadcast; both change the VAE, so they come before the latent cache."""
     vae, mcfg = model.vae, model.cfg
-    if vae is None or not (mcfg.vae.fit_steps > 0 or vae.needs_latent_scale):
+    if vae is None or not (mcfg.vae.fit_steps > 0 or vae.needs_latent_statistics):
         return
     if d.main:
         S = mcfg.image_size
@@ -278,9 +279,9 @@ def prepare_vae(model: UnifiedWorldModel, datasets, cfg: TrainConfig, d: Dist) -
 
             vae.fit(lambda n: pool.crops(n, S, d.device), mcfg.vae.fit_steps, progress=progress)
             bar.close()
-        if vae.needs_latent_scale:
-            scale = vae.estimate_latent_scale(pool.crops(len(pool.frames), S, d.device))
-            tqdm.write(f"VAE latent scale {scale:.4f} (largest latent magnitude of training frames -> 0.9)")
+        if vae.needs_latent_statistics:
+            scale, clip = vae.estimate_latent_statistics(pool.crops(len(pool.frames), S, d.device))
+            tqdm.write(f"VAE latent scale {scale:.4f} (latent std -> {LATENT_STD:.3f}), sampling clips latents at +-{clip:.2f}")
     if d.world_size > 1:
         for tensor in vae.state_dict().values():
             dist.broadcast(tensor, src=0)

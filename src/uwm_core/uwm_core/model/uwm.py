@@ -77,8 +77,12 @@ class UnifiedWorldModel(nn.Module):
         schedule = dict(num_train_timesteps=cfg.num_train_steps, beta_schedule=cfg.beta_schedule,
                         clip_sample=cfg.clip_sample, prediction_type="epsilon")
         self.train_scheduler = DDPMScheduler(**schedule)
+        # DDIM with clip_sample: the normalised actions live in [-1, 1], the latents in
+        # [-latent_clip, latent_clip] (a VAE buffer, known once the latent statistics are set).
         self.sample_scheduler = DDIMScheduler(**schedule)
         self.sample_scheduler.set_timesteps(cfg.num_inference_steps)
+        self._schedule = schedule
+        self._latent_scheduler: DDIMScheduler | None = None
         self.T = cfg.num_train_steps - 1  # the fully-noised timestep index
 
     # ------------------------------------------------------------------ conditioning
@@ -99,6 +103,13 @@ class UnifiedWorldModel(nn.Module):
         B, V, C, T = latents.shape[:4]
         x = self.vae.decode(latents.transpose(2, 3).flatten(0, 2))  # (B*V*T, 3, S, S)
         return x.view(B, V, T, *x.shape[1:])
+
+    def latent_sample_scheduler(self) -> DDIMScheduler:
+        clip = float(self.vae.latent_clip)
+        if self._latent_scheduler is None or self._latent_scheduler.config.clip_sample_range != clip:
+            self._latent_scheduler = DDIMScheduler(**self._schedule, clip_sample_range=clip)
+            self._latent_scheduler.set_timesteps(self.cfg.num_inference_steps)
+        return self._latent_scheduler
 
     def _timesteps(self, *ts: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return ts if self.cfg.variant == "uwm" else ts[:1]  # DP and PAD: one timestep
@@ -177,6 +188,7 @@ class UnifiedWorldModel(nn.Module):
 
         cond = self.encode_condition(obs_images)
         scheduler = self.sample_scheduler
+        latent_scheduler = self.latent_sample_scheduler() if denoise_img else None
         for t in scheduler.timesteps:
             if not cache_condition:
                 cond = self.encode_condition(obs_images)
@@ -187,5 +199,5 @@ class UnifiedWorldModel(nn.Module):
             if denoise_act:
                 act = scheduler.step(act_eps, t, act).prev_sample
             if denoise_img:
-                img = scheduler.step(img_eps, t, img).prev_sample
+                img = latent_scheduler.step(img_eps, t, img).prev_sample
         return act, img

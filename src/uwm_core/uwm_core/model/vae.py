@@ -12,6 +12,8 @@ from torch import nn
 
 from ..config import VAEConfig
 
+LATENT_STD = 1 / 3  # latents' standard deviation after an estimated latent_scale
+
 
 def _load_pretrained(name: str):
     from diffusers import AutoencoderKL
@@ -57,6 +59,7 @@ class LatentCodec(nn.Module):
         # Saved with the weights: a data-estimated latent_scale must travel with the checkpoint.
         self.register_buffer("scaling_factor", torch.tensor(float(scaling)))
         self.register_buffer("latent_scale", torch.tensor(float(cfg.latent_scale or 0.0)))
+        self.register_buffer("latent_clip", torch.tensor(float(cfg.latent_clip or 0.0)))
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -64,29 +67,36 @@ class LatentCodec(nn.Module):
         return self
 
     @property
-    def needs_latent_scale(self) -> bool:
-        return float(self.latent_scale) <= 0.0
+    def needs_latent_statistics(self) -> bool:
+        return float(self.latent_scale) <= 0.0 or float(self.latent_clip) <= 0.0
 
     def _raw_latents(self, images: torch.Tensor) -> torch.Tensor:
         # The posterior mean: deterministic, so a cached latent equals a freshly computed one.
         return self.vae.encode(images * 2 - 1).latent_dist.mean * self.scaling_factor
 
     @torch.no_grad()
-    def estimate_latent_scale(self, images: torch.Tensor) -> float:
-        """Set latent_scale so that the largest latent magnitude of these frames becomes 0.9.
+    def estimate_latent_statistics(self, images: torch.Tensor) -> tuple[float, float]:
+        """Set the unset ones of latent_scale and latent_clip from these (training) frames.
 
-        DDIM's clip_sample clips predicted latents to [-1, 1] at every step: latents outside that
-        range (often the small, high-contrast objects) would be flattened. The reference's 3.0 for
-        SDXL serves the same purpose.
+        latent_scale brings the latents' standard deviation to LATENT_STD, the regime of the
+        reference's SDXL latents / 3. latent_clip is the largest latent magnitude of the frames:
+        DDIM clips predicted latents to it at every step. Clipping at the actions' 1.0 instead
+        would flatten the rare large latents that small high-contrast objects produce; scaling
+        the largest magnitude to 1.0 instead leaves the latents so small (std ~0.1) that noise
+        drowns them from early timesteps on: on the synthetic world inverse dynamics then did
+        not learn at all in 600 steps, and did with std 1/3 or 1.
         """
-        scale = float(self._raw_latents(images).abs().max()) / 0.9
-        self.latent_scale.fill_(scale)
-        return scale
+        raw = self._raw_latents(images)
+        if float(self.latent_scale) <= 0.0:
+            self.latent_scale.fill_(float(raw.std()) / LATENT_STD)
+        if float(self.latent_clip) <= 0.0:
+            self.latent_clip.fill_(float(raw.abs().max()) / float(self.latent_scale))
+        return float(self.latent_scale), float(self.latent_clip)
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor, chunk: int = 64) -> torch.Tensor:
-        if self.needs_latent_scale:
-            raise RuntimeError("the VAE latent_scale is unset: call estimate_latent_scale on training frames first")
+        if self.needs_latent_statistics:
+            raise RuntimeError("the VAE latent statistics are unset: call estimate_latent_statistics on training frames first")
         out = [self._raw_latents(images[i:i + chunk]) for i in range(0, images.shape[0], chunk)]
         return torch.cat(out) / self.latent_scale
 
