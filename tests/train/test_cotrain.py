@@ -41,7 +41,7 @@ def test_video_samples_reach_the_image_loss_not_the_action_targets(world):
     other["next_obs"][2:] = 1 - other["next_obs"][2:]  # the video samples' future frames...
     changed = losses(other)["image_loss_each"]
     assert torch.equal(changed[:2], base["image_loss_each"][:2])
-    assert (changed[2:] - base["image_loss_each"][2:]).abs().min() > 1e-4  # ...are image-loss targets
+    assert (changed[2:] - base["image_loss_each"][2:]).abs().min() > 1e-6  # ...are image-loss targets (float32 noise: ~1e-7)
 
 
 def test_cotrain_end_to_end(tmp_path, world, tiny_config):
