@@ -77,7 +77,8 @@ def test_cached_samples_crop_latents_where_the_pixels_are_cropped(world, tmp_pat
         current = spec.window.frame_indices(ds.episode_lengths[ep], t)[0]
         for v, cam in enumerate(cfg.cameras):
             resized = resize_images(frames_to_float(ds.frames(ep, cam, current)), cfg.resize_shape)
-            (top, left), = [(y, x) for y in range(0, 5, 4) for x in range(0, 5, 4)
+            offsets = range(0, cfg.resize_shape[0] - cfg.image_size + 1, 4)  # training crops: multiples of 4
+            (top, left), = [(y, x) for y in offsets for x in offsets
                             if torch.equal(crop(resized, y, x, 32), a["obs"][v])]  # the pixel crop
             full = model.vae.encode(resize_images(frames_to_float(ds.frames(ep, cam, following)), cfg.resize_shape))
             expected = crop(full, top // 4, left // 4, 8).transpose(0, 1)
