@@ -68,9 +68,9 @@ def main():
 
     cfg = load_model_config(args.preset, {"resnet_weights": None, "vae": {"pretrained": None}})
     model = UnifiedWorldModel(cfg).to(device).eval()
-    if model.vae is not None and model.vae.needs_latent_statistics:
-        model.vae.latent_scale.fill_(1.0)
     S = cfg.image_size
+    if model.vae is not None and model.vae.needs_latent_statistics:  # presets with their own VAE
+        model.vae.estimate_latent_statistics(torch.rand(4, 3, S, S, device=device))
     obs = torch.rand(1, cfg.num_views, cfg.obs_horizon, 3, S, S, device=device)
     n_params = sum(p.numel() for p in model.parameters())
     n_net = sum(p.numel() for p in model.net.parameters())
