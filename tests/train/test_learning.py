@@ -25,6 +25,8 @@ from uwm_core.synthetic import DRIFT_RANGE, SPEED_RANGE, START_Y, WORLD, disc_po
 from uwm_core.train import load_train_config, train
 
 TRAIN_EPISODES, TEST_EPISODES, MAX_STEPS = 400, 64, 6
+# The module fixture trains for about 9 minutes on one CPU thread (the suite's default limit is 420 s).
+pytestmark = pytest.mark.timeout(900)
 MOVES = MAX_STEPS - 1  # actions reflected in the episode's last frame, the next frame of every start sample
 
 
