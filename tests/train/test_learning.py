@@ -116,8 +116,9 @@ def test_forward_dynamics_moves_the_disc_where_the_actions_take_it(learned):
     copy_disc_error = np.median(misses(disc_positions(start), true))  # ~5 px: the chunk's displacement
     assert disc_error < copy_disc_error / 2, (disc_error, copy_disc_error)
     # From the same frames and image noise, the mirrored chunks send the disc to the other bar.
-    for chunks in (actions, mirrored(actions)):
-        moved = disc_positions(wm.predict_next_frames(start, chunks, seed=0))[:, 1] - START_Y
+    flipped = mirrored(actions)
+    for chunks, frames in ((actions, predicted), (flipped, wm.predict_next_frames(start, flipped, seed=0))):
+        moved = disc_positions(frames)[:, 1] - START_Y
         assert np.mean(np.sign(moved) == np.sign(chunk_dy(chunks))) >= 0.7, np.round(moved, 1)
 
 
