@@ -447,8 +447,12 @@ def _status_of(recorder: RolloutRecorder, episode: int, min_step: int):
 
 def _episode_over(recorder: RolloutRecorder, episode: int, max_steps: int):
     status, policy_status = recorder.latest()
-    if status is not None and status["episode"] == episode and (status["success"] or status["step"] >= max_steps):
-        return status
+    if status is not None and status["episode"] == episode:
+        if status["success"] and status["step"] <= max_steps:
+            return status
+        if status["step"] >= max_steps:
+            # The limit ends the episode; in fast mode the sim may be a step further by the time we look.
+            return {**status, "success": False, "step": max_steps}
     if policy_status is not None and policy_status.get("fault"):
         return {"success": False, "step": status["step"] if status else 0,
                 "fault": f"policy fault: {policy_status['fault']}"}
