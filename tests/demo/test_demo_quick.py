@@ -11,6 +11,7 @@ import av
 import numpy as np
 import pytest
 from PIL import Image
+from ros_domain import claimed_domain
 from rosbags.rosbag2 import Reader
 
 from uwm_core import WorldModel
@@ -25,8 +26,9 @@ QUICK_TIMEOUT_S = 900  # about 2 minutes on 2 idle cores; generous for a busy ma
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "quick"
-    result = subprocess.run([str(BIN / "uwm-demo"), "--quick", "--out", str(out)], capture_output=True, text=True,
-                            timeout=QUICK_TIMEOUT_S)
+    with claimed_domain():
+        result = subprocess.run([str(BIN / "uwm-demo"), "--quick", "--out", str(out)], capture_output=True,
+                                text=True, timeout=QUICK_TIMEOUT_S)
     assert result.returncode == 0, f"uwm-demo --quick failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     report = json.loads((out / "report.json").read_text())
     return out, report, result.stdout

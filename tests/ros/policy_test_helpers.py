@@ -66,3 +66,15 @@ def pose7(msg):
 
 def same_rotation(q1, q2, tol=1e-9):
     return abs(abs(float(np.dot(q1, q2))) - 1.0) < tol
+
+
+def periods_between(messages, period_s=0.1):
+    """Header stamps' steps, in control periods, between consecutive command messages: the node
+    stamps each command with its control slot, so on-grid commands step by whole periods >= 1."""
+    stamps = np.array([m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in messages], dtype=np.int64)
+    return np.diff(stamps) / (period_s * 1e9)
+
+
+def assert_on_the_control_grid(messages, period_s=0.1):
+    steps = periods_between(messages, period_s)
+    assert steps.size and np.all(steps >= 1) and np.allclose(steps, np.round(steps), atol=1e-9), steps

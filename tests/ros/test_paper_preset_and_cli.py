@@ -16,7 +16,8 @@ from uwm_core.processing import ActionNormalizer
 from uwm_core.spatial import apply_delta
 from uwm_ros.synthetic_robot import SyntheticRobot
 
-from policy_test_helpers import ACTION_HIGH, ACTION_LOW, CAMERAS, RecordingModel, pose7, same_rotation, twist6
+from policy_test_helpers import (ACTION_HIGH, ACTION_LOW, CAMERAS, RecordingModel, assert_on_the_control_grid, pose7,
+                                 same_rotation, twist6)
 
 
 RELAXED_SENSOR_LIMITS = {"max_frame_age_s": 3.0, "max_frame_skew_s": 0.5, "max_pose_age_s": 3.0}
@@ -61,8 +62,8 @@ def test_paper_preset_on_cpu_executes_whole_chunks_synchronously(make_system):
     first_position, first_quat = pose7(robot.snapshot("targets")[0][1])
     np.testing.assert_allclose(first_position, position, atol=1e-12)
     assert same_rotation(first_quat, quat)
-    intervals = np.diff([at for at, m in robot.snapshot("deltas") if np.any(twist6(m) != 0)])
-    assert np.all(intervals < 0.25) and 0.085 < np.median(intervals) < 0.115
+    # one action per control slot, none in a burst after a late tick (timing: bench/node_timing.py)
+    assert_on_the_control_grid([m for _, m in robot.snapshot("deltas") if np.any(twist6(m) != 0)][:8])
     print(f"\npaper preset on CPU: build {built - started:.1f} s, configure (incl. warm-up) "
           f"{configured - built:.1f} s, chunk latency {status['inference_latency_s']:.1f} s, "
           f"whole test {finished - started:.1f} s")

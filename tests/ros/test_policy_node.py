@@ -6,7 +6,7 @@ import numpy as np
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 
-from policy_test_helpers import pose7, same_rotation, twist6
+from policy_test_helpers import assert_on_the_control_grid, pose7, same_rotation, twist6
 from uwm_core.spatial import apply_delta
 from uwm_teleop.command_interface import franka_msgs_available
 
@@ -32,6 +32,14 @@ def assert_sent_in_order(sent, expected):
     np.testing.assert_allclose(sent[starts[-1]:starts[-1] + len(expected)], expected, rtol=0, atol=1e-7)
 
 
+def assert_quiet(robot, settle_s=0.3, watch_s=0.7):
+    """No command reaches the robot any more (once those in flight have arrived)."""
+    time.sleep(settle_s)
+    count = len(robot.snapshot("deltas")) + len(robot.snapshot("targets"))
+    time.sleep(watch_s)
+    assert len(robot.snapshot("deltas")) + len(robot.snapshot("targets")) == count
+
+
 def moving_since(robot, t):
     return [m for at, m in robot.snapshot("deltas") if at >= t and np.any(twist6(m) != 0)]
 
@@ -53,9 +61,8 @@ def test_lifecycle_commands_replanning_and_reconfigure(make_system, tiny_checkpo
     deltas, targets = robot.snapshot("deltas"), robot.snapshot("targets")
     grippers = robot.snapshot("gripper")
 
-    # control rate: one delta, one target and one gripper command per 0.1 s tick
-    intervals = np.diff([at for at, _ in deltas])
-    assert 0.085 < np.median(intervals) < 0.115, intervals
+    # control rate: one delta, one target and one gripper command per 0.1 s slot, never two in one
+    assert_on_the_control_grid([m for _, m in deltas if np.any(twist6(m) != 0)])
     assert all(0.0 <= m.data <= 1.0 for _, m in grippers)
 
     # the first target is the measured pose composed with the first delta; later ones chain on the target
@@ -82,8 +89,7 @@ def test_lifecycle_commands_replanning_and_reconfigure(make_system, tiny_checkpo
     deltas, targets = robot.snapshot("deltas"), robot.snapshot("targets")
     assert np.all(twist6(deltas[-1][1]) == 0)
     np.testing.assert_array_equal(pose7(targets[-1][1])[0], pose7(targets[-2][1])[0])
-    quiet_since = time.monotonic() - 0.7
-    assert not [1 for at, _ in deltas + targets if at > quiet_since]
+    assert_quiet(robot)
     assert robot.get_state() == "inactive"
     # a delta, a target and a gripper command per executed tick; a zero delta and the target per hold
     executed = [m for _, m in deltas if np.any(twist6(m) != 0)]
@@ -113,9 +119,10 @@ def test_safety_holds_stale_camera_pose_frame_and_second_commander(make_system, 
 
     def assert_stops(stopped_at, within_s, reason_part):
         time.sleep(within_s + 1.0)
+        # one command per control slot at most (the grid), so a count bounds the time it moved on
         moving = [at for at, m in robot.snapshot("deltas") if at > stopped_at and np.any(twist6(m) != 0)]
-        assert not moving or moving[-1] <= stopped_at + within_s + 0.15, (moving[-1] - stopped_at)
-        assert robot.snapshot("deltas")[-1][0] < time.monotonic() - 0.5  # and nothing at all since
+        assert len(moving) <= round(within_s / 0.1) + 1, len(moving)
+        assert_quiet(robot)  # and nothing at all since
         status = robot.latest_status()
         assert status["holding"] and reason_part in status["hold_reason"], status["hold_reason"]
 
@@ -182,8 +189,8 @@ def test_bad_encoding_reported_and_robot_holds(make_system, tiny_checkpoint, cap
     robot.cameras["left"].encoding = "16UC1"
     stopped = time.monotonic()
     time.sleep(1.0)
-    moving = [at for at, m in robot.snapshot("deltas") if np.any(twist6(m) != 0)]
-    assert moving[-1] < stopped + 0.25
+    moving = [at for at, m in robot.snapshot("deltas") if at > stopped and np.any(twist6(m) != 0)]
+    assert len(moving) <= 3, len(moving)  # slots until the first bad frame arrives, then nothing
     assert "'16UC1'" in robot.latest_status()["hold_reason"]
 
 
@@ -200,8 +207,7 @@ def test_delta_mode_mixed_image_transports_and_predicted_frames(make_system, tin
     assert robot.wait_for(lambda: len(robot.snapshot("deltas")) >= 30 and robot.snapshot("predicted_frames"), 30)
     assert robot.snapshot("targets") == []
     assert system.node.count_publishers(system.target_topic) == 0  # delta mode never publishes a target
-    deltas = robot.snapshot("deltas")
-    assert 0.085 < np.median(np.diff([at for at, _ in deltas])) < 0.115
+    assert_on_the_control_grid([m for _, m in robot.snapshot("deltas") if np.any(twist6(m) != 0)])
     status = robot.latest_status()
     sent = np.array([twist6(m) for _, m in robot.snapshot("deltas")])
     assert_sent_in_order(sent, expected_deltas(status, load.models[0], EXECUTE_STEPS))
@@ -223,8 +229,8 @@ def test_slow_model_keeps_tick_period_and_skips_late_actions(make_system, tiny_c
 
     assert robot.wait_for(lambda: finished_chunks() >= 5, 30), robot.latest_status()
     status = robot.latest_status()
-    # ticks keep their period although each inference spans several of them (exact figures: bench/)
-    assert 0.09 < status["tick_period_p50_s"] < 0.11 and status["tick_period_p99_s"] < 0.3, status
+    # ticks keep to their grid although each inference spans several of them (timing: bench/node_timing.py)
+    assert_on_the_control_grid([m for _, m in robot.snapshot("deltas") if np.any(twist6(m) != 0)])
     assert status["inference_latency_p50_s"] > 0.2
     # a chunk that takes over from a moving robot starts at the action for the current tick: the
     # actions for the ticks that passed during its inference are skipped, never executed late
@@ -254,8 +260,7 @@ def test_non_finite_actions_stop_robot_and_error_transition(make_system, tiny_ch
     assert all(np.isfinite(pose7(m)[0]).all() for _, m in targets)
     np.testing.assert_array_equal(pose7(targets[-1][1])[0], pose7(targets[-2][1])[0])  # held
     assert system.node._wm is None
-    time.sleep(0.5)
-    assert robot.snapshot("deltas")[-1][0] < time.monotonic() - 0.4
+    assert_quiet(robot)
 
 
 def test_bad_configuration_fails_configure_with_one_clear_line(make_system, tiny_checkpoint, tmp_path, capfd):

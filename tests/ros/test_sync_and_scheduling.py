@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from uwm_ros.camera_sync import CameraBuffers, NotReady
-from uwm_ros.chunk_scheduler import Chunk, ChunkScheduler
+from uwm_ros.chunk_scheduler import Chunk, ChunkScheduler, TickGrid
 
 TOPICS = {"left": "/l", "right": "/r", "wrist": "/w"}
 
@@ -131,3 +131,53 @@ def test_a_chunk_whose_whole_window_passed_is_dropped():
         scheduler.executed()
     scheduler.offer(chunk(2, motion_at_request=0))  # observed before all 4 motion ticks
     assert scheduler.next_action() is None and scheduler.chunks_stale == 1
+
+
+MS = 1_000_000
+
+
+def served(grid, tick_times_ms):
+    """The slot stamps (ms) each tick served, None for a tick that did nothing."""
+    return [None if (stamp := grid.claim(5_000 * MS + t * MS)) is None else stamp // MS - 5_000
+            for t in tick_times_ms]
+
+
+def test_ticks_on_time_serve_one_slot_each():
+    grid = TickGrid(0.1, 5_000 * MS)
+    assert served(grid, [100, 200, 300.05, 400]) == [100, 200, 300, 400]
+    assert grid.bunched == 0
+
+
+def test_a_late_tick_is_never_followed_by_a_burst():
+    # the timer callback of slot 1 ran at 190 ms (a starved executor), slot 2's on time at 200 ms:
+    # the action goes out at 190 ms and the next one a period later, never 10 ms apart
+    grid = TickGrid(0.1, 5_000 * MS)
+    assert served(grid, [190, 200, 300, 400]) == [100, None, 300, 400]
+    assert grid.bunched == 1
+    # slightly late ticks still act: the executor's jitter is not a reason to hold
+    grid = TickGrid(0.1, 5_000 * MS)
+    assert served(grid, [130, 200, 340, 400]) == [100, 200, 300, 400]
+
+
+def test_consistently_late_ticks_keep_the_period():
+    grid = TickGrid(0.1, 5_000 * MS)
+    assert served(grid, [160, 260, 360, 460]) == [100, 200, 300, 400]
+    assert grid.bunched == 0
+
+
+def test_a_clock_jumping_back_restarts_the_grid():
+    grid = TickGrid(0.1, 5_000 * MS)
+    assert served(grid, [100, 200, 300, 100, 200]) == [100, 200, 300, 100, 200]
+
+
+def test_a_bunched_tick_is_not_a_tick_of_motion():
+    # the schedule shifts instead of skipping an action: the late tick's action and the next
+    # on-time tick's are consecutive actions of the chunk
+    grid, scheduler = TickGrid(0.1, 0), ChunkScheduler(8, 0.1, 0.0, 0.01)
+    scheduler.offer(Chunk(np.arange(16.0)[:, None], 1, 0, 0.01))
+    executed = []
+    for t in [100, 290, 300, 400]:
+        if grid.claim(t * MS) is not None:
+            executed.append(scheduler.next_action()[0])
+            scheduler.executed()
+    assert executed == [0.0, 1.0, 2.0] and scheduler.actions_skipped == 0

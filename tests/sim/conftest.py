@@ -1,11 +1,14 @@
-"""Fixtures of the sim tests: an rclpy context of their own (other test areas use the default one)."""
+"""Fixtures of the sim tests: an rclpy context (and ROS domain) of their own per module."""
 import pytest
 import rclpy
+
+from ros_domain import claimed_domain
 
 
 @pytest.fixture(scope="module")
 def ros_context():
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    yield context
-    context.try_shutdown()
+    with claimed_domain() as domain:
+        context = rclpy.Context()
+        rclpy.init(context=context, domain_id=domain)
+        yield context
+        context.try_shutdown()

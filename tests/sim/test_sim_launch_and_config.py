@@ -70,7 +70,7 @@ def _launch_available():
 @pytest.mark.skipif(not _launch_available(),
                     reason="launch and launch_ros are not installed here (ROS 2 Jazzy apt packages; the pip "
                            "environment has no launch); the static test above checks the file")
-def test_launch_file_with_launch_ros_runs_the_expert_to_success(ros_context):
+def test_launch_file_with_launch_ros_runs_the_expert_to_success(ros):  # the launched nodes' domain
     from ament_index_python.packages import PackageNotFoundError, get_package_prefix
     from launch import LaunchDescription, LaunchService
     from launch.actions import IncludeLaunchDescription
@@ -92,7 +92,7 @@ def test_launch_file_with_launch_ros_runs_the_expert_to_success(ros_context):
     thread.start()
     import rclpy
 
-    node = rclpy.create_node("sim_launch_checker", context=ros_context)
+    node = rclpy.create_node("sim_launch_checker")
     statuses = []
     node.create_subscription(String, "/launch_check/uwm_sim/episode", lambda m: statuses.append(parse_episode(m)),
                              EPISODE_QOS)

@@ -16,6 +16,11 @@ then replan), made asynchronous:
   window, e.g. the paper preset on a CPU) no action of a pipelined chunk would be left, so the
   scheduler falls back to the paper's synchronous scheme: request when the chunk is done, hold
   while the next one computes, then execute it from action 0.
+
+Ticks run on a fixed time grid (``TickGrid``): a timer callback that ran late is followed at once
+by the next one, on time; that one sends nothing, so actions never go out in a burst. Like a
+hold, such a tick is not a tick of motion: the chunk's schedule shifts instead of skipping an
+action.
 """
 from __future__ import annotations
 
@@ -27,6 +32,31 @@ import numpy as np
 
 LATENCY_WINDOW = 5
 HISTORY = 8
+MIN_SPACING = 0.5  # periods between two sent actions at the least
+EARLY = 1e-3  # periods: clock read-out noise, a tick this early still counts for its slot
+
+
+class TickGrid:
+    """Control slots at ``start + k * period`` on the timer's clock (integer nanoseconds)."""
+
+    def __init__(self, period_s: float, start_ns: int):
+        self.period_ns = round(period_s * 1e9)
+        self.start_ns = start_ns
+        self.last_slot = 0  # slot 0 is the timer's start; its first tick serves slot 1
+        self.last_claimed_ns: int | None = None
+        self.bunched = 0  # ticks dropped: too soon after a late one
+
+    def claim(self, now_ns: int) -> int | None:
+        """The stamp (ns) of the slot this tick serves, or None when the tick must do nothing."""
+        slot = math.floor((now_ns - self.start_ns) / self.period_ns + EARLY)
+        if slot < self.last_slot:  # the clock jumped back (a simulator reset): follow it
+            self.last_slot, self.last_claimed_ns = slot - 1, None
+        too_soon = self.last_claimed_ns is not None and now_ns - self.last_claimed_ns < MIN_SPACING * self.period_ns
+        if slot == self.last_slot or too_soon:
+            self.bunched += 1
+            return None
+        self.last_slot, self.last_claimed_ns = slot, now_ns
+        return self.start_ns + slot * self.period_ns
 
 
 @dataclass

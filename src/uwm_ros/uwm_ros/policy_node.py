@@ -34,6 +34,7 @@ import json
 import math
 import signal
 import sys
+import threading
 import time
 from collections import deque
 
@@ -56,7 +57,7 @@ from uwm_teleop.command_interface import CommandInterface, declare_command_param
 from uwm_teleop.spinning import spin
 
 from .camera_sync import CameraBuffers, NotReady
-from .chunk_scheduler import Chunk, ChunkScheduler
+from .chunk_scheduler import Chunk, ChunkScheduler, TickGrid
 from .inference_worker import InferenceJob, InferenceWorker, LatestJobThread, decode_observation
 
 NODE_NAME = "uwm_policy"
@@ -123,6 +124,9 @@ class PolicyNode(LifecycleNode):
         self._state_label = "unconfigured"
         self._io_group = ReentrantCallbackGroup()
         self._retired_threads = []  # stopped inference threads that may still finish a chunk
+        # the status timer and the preview thread run beside the lifecycle transitions that destroy
+        # their publishers: both sides take this lock, so nothing publishes on a destroyed publisher
+        self._publishers_lock = threading.Lock()
         self._reset_resources()
         sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))  # process-wide
 
@@ -137,6 +141,7 @@ class PolicyNode(LifecycleNode):
         self._status_timer = None
         self._status_pub = self._diag_pub = self._preview_pub = None
         self._scheduler = None
+        self._grid = None
         self._fault = None
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -245,6 +250,7 @@ class PolicyNode(LifecycleNode):
         self._generation += 1
         self._cmd.reset()  # the first target is seeded from the measured pose
         self._hold_reason = "waiting for the first chunk"
+        self._grid = TickGrid(self._period_s, self.get_clock().now().nanoseconds)  # the timer's phase
         self._tick_timer = self.create_timer(self._period_s, self._on_tick)
         self._state_label = "active"
         self.get_logger().info(f"active: control at {1 / self._period_s:g} Hz, executing {self._execute_steps} "
@@ -303,9 +309,11 @@ class PolicyNode(LifecycleNode):
             self.destroy_timer(self._status_timer)
         for sub in self._camera_subs:
             self.destroy_subscription(sub)
-        for pub in (self._status_pub, self._diag_pub, self._preview_pub):
-            if pub is not None:
-                self.destroy_publisher(pub)
+        with self._publishers_lock:
+            for pub in (self._status_pub, self._diag_pub, self._preview_pub):
+                if pub is not None:
+                    self.destroy_publisher(pub)
+            self._status_pub = self._diag_pub = self._preview_pub = None
         if self._cmd is not None:
             self._cmd.destroy()
         had_model = self._wm is not None
@@ -333,6 +341,9 @@ class PolicyNode(LifecycleNode):
 
     # ------------------------------------------------------------------ control
     def _on_tick(self) -> None:
+        stamp_ns = self._grid.claim(self.get_clock().now().nanoseconds)
+        if stamp_ns is None:  # the previous tick ran late and this one follows right behind it
+            return
         self._tick_times.append(time.monotonic())
         now_s = self._now_s()
         self._collect_result()
@@ -353,7 +364,7 @@ class PolicyNode(LifecycleNode):
             self._hold(waiting, drop_plans=False)
             return
         try:
-            sent = self._cmd.send(action)
+            sent = self._cmd.send(action, stamp_ns)
         except ValueError as exc:  # non-finite action: never reaches the robot
             self._fault = str(exc)
             self._enter_error()
@@ -435,9 +446,9 @@ class PolicyNode(LifecycleNode):
         msg.header.frame_id = f"chunk_{chunk_id}"
         msg.encoding, msg.height, msg.width, msg.step, data = encode_raw(grid, "rgb8")
         msg.data = data
-        pub = self._preview_pub
-        if pub is not None:
-            pub.publish(msg)
+        with self._publishers_lock:
+            if self._preview_pub is not None:
+                self._preview_pub.publish(msg)
 
     def status(self) -> dict:
         """The node's state as a JSON-friendly dict (published on ~/status)."""
@@ -461,6 +472,7 @@ class PolicyNode(LifecycleNode):
             "results_discarded": getattr(self, "_results_discarded", 0),  # planned before a safety hold
             "actions_executed": 0 if scheduler is None else scheduler.motion_ticks,
             "actions_skipped": 0 if scheduler is None else scheduler.actions_skipped,
+            "ticks_bunched": 0 if self._grid is None else self._grid.bunched,  # dropped: right behind a late one
             "lead_ticks": None if scheduler is None else scheduler.lead_ticks,
             "inference_latency_s": _round(self._latencies[-1] if self._latencies else None),
             "inference_latency_p50_s": _round(percentile(self._latencies, 50)),
@@ -476,6 +488,11 @@ class PolicyNode(LifecycleNode):
         return status
 
     def _publish_status(self) -> None:
+        with self._publishers_lock:
+            if self._status_pub is not None:
+                self._publish_status_now()
+
+    def _publish_status_now(self) -> None:
         status = self.status()
         self._status_pub.publish(String(data=json.dumps(status)))
         if self._fault is not None:

@@ -278,8 +278,10 @@ class CommandInterface:
         with self._lock:
             return self._target
 
-    def send(self, action) -> SentCommand | None:
-        """Command one control step; returns what was sent, or None after holding (see hold_reason)."""
+    def send(self, action, stamp_ns: int | None = None) -> SentCommand | None:
+        """Command one control step; returns what was sent, or None after holding (see hold_reason).
+
+        ``stamp_ns``: the control step's time for the messages' header (default: now)."""
         action = np.asarray(action, dtype=np.float64).reshape(-1)
         if action.shape != (ACTION_DIM,):
             raise ValueError(f"action: expected {ACTION_DIM} values [dx, dy, dz, rx, ry, rz, g], "
@@ -306,7 +308,7 @@ class CommandInterface:
                 self._target = (position, quat)
             self._holding = False
             self.hold_reason = None
-        stamp = self.node.get_clock().now().to_msg()
+        stamp = (self.node.get_clock().now() if stamp_ns is None else Time(nanoseconds=stamp_ns)).to_msg()
         self._delta_pub.publish(_twist(delta, s.base_frame, stamp))
         if self._target_pub is not None:
             self._target_pub.publish(_pose(position, quat, s.base_frame, stamp))
