@@ -68,7 +68,7 @@ SCALES = {
     "smoke": Scale(
         pretrain_demos={TARGET: 6, OTHER: 6}, video_demos={OTHER: 6}, finetune_demos=4, eval_episodes=6,
         pretrain_steps=150, finetune_steps=60, image_size=96, eval_max_steps=60,
-        train={"model_preset": "small", "model.image_size": 32, "model.resize_shape": [36, 36],
+        train={"model_preset": "small", "model.image_size": 32, "model.resize_shape": [32, 32],
                "model.vae.fit_steps": 100, "batch_size": 16, "lr": 3.0e-4, "color_jitter": None, "num_workers": 0,
                "val_ratio": 0.0, "eval_every": 0, "eval_samples": 4, "log_every": 10},
         finetune={"warmup_steps": 6},

@@ -46,3 +46,41 @@ def test_cli_prints_one_line(capsys, tmp_path):
     with pytest.raises(SystemExit):
         main(["datasets=[d]"])
     assert capsys.readouterr().err == "uwm-train: error: --config: a recipe is required (e.g. --config config/train/pretrain.yaml)\n"
+
+
+def crop_settings():
+    """Every model preset as shipped, and with the model overrides of each recipe and of the demo."""
+    import yaml
+
+    from uwm_core.config import config_dir, preset_names
+
+    cases = [(name, {}) for name in preset_names()]
+    for recipe in sorted((config_dir() / "train").glob("*.yaml")):
+        data = yaml.safe_load(recipe.read_text())
+        cases.append((data.get("model_preset", "paper"), data.get("model") or {}))
+    demo = yaml.safe_load((config_dir() / "demo.yaml").read_text())["train"]["overrides"]
+    cases.append((demo["model_preset"], [f"{k.split('.', 1)[1]}={v}" for k, v in demo.items() if k.startswith("model.")]))
+    return cases
+
+
+@pytest.mark.parametrize("preset, overrides", crop_settings())
+def test_the_deployment_crop_is_one_of_the_training_crops(preset, overrides):
+    import numpy as np
+
+    from uwm_core.config import load_model_config
+    from uwm_core.data import sample_spec
+
+    cfg = load_model_config(preset, overrides)
+    spec = sample_spec(cfg, 2 ** (len(cfg.vae.block_out_channels) - 1) if cfg.has_image_diffusion else 1)
+    rng = np.random.default_rng(0)
+    training = {spec.crop_offsets(rng) for _ in range(2000)}
+    assert spec.crop_offsets(None) in training, (spec.crop_offsets(None), sorted(training))
+
+
+def test_a_resize_that_puts_the_deployment_crop_off_the_latent_grid_is_refused():
+    from uwm_core.config import load_model_config
+
+    with pytest.raises(ValueError, match=r"^model.resize_shape: \[36, 36\] puts the centre 32x32 crop .* at \[2, 2\], "
+                                         r"off the 8-px latent grid .* use \[48, 48\]"):
+        load_model_config("small", {"image_size": 32, "resize_shape": [36, 36]})
+    load_model_config("small", {"image_size": 32, "resize_shape": [36, 36], "variant": "dp"})  # pixel crops: any

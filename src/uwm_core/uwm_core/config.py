@@ -5,6 +5,7 @@ A preset is resolved as ``preset file -> key=value overrides`` with OmegaConf on
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -57,6 +58,11 @@ class ModelConfig:
     # name, a local .pth state_dict, or None for random initialisation).
     resnet_weights: Optional[str] = "IMAGENET1K_V1"
     obs_feature_dim: int = 768  # per view and frame
+    # Keep the encoder at its initial weights. Its features reach the transformer only through
+    # the zero-initialised AdaLN terms, so early on it gets almost no gradient, and on a small
+    # dataset a randomly initialised encoder then drifts to a constant output before the policy
+    # learns to look; frozen random features stay informative (and steps are faster).
+    freeze_obs_encoder: bool = False
     # Transformer
     embed_dim: int = 768
     timestep_embed_dim: int = 512
@@ -140,6 +146,15 @@ def validate_model_config(cfg: ModelConfig) -> ModelConfig:
              f"latent size {latent}x{latent} is not divisible by patch {ph}x{pw}")
         need(cfg.obs_horizon % pt == 0, "patch_shape",
              f"obs_horizon={cfg.obs_horizon} is not divisible by temporal patch {pt}")
+        # training crops lie on the latent grid (the latent cache is cropped with them) and
+        # deployment takes the centre crop: it must be one of the training crops
+        centre = [(r - cfg.image_size) // 2 for r in cfg.resize_shape]
+        fits = [cfg.image_size + 2 * factor * math.ceil((r - cfg.image_size) / (2 * factor)) for r in cfg.resize_shape]
+        need(all(c % factor == 0 for c in centre), "resize_shape",
+             f"{list(cfg.resize_shape)} puts the centre {cfg.image_size}x{cfg.image_size} crop that deployment "
+             f"uses at {centre}, off the {factor}-px latent grid of the training crops, so the policy would be "
+             f"trained and deployed on different crops; use {fits} (or [{cfg.image_size}, {cfg.image_size}]: "
+             f"no crop)")
     return cfg
 
 

@@ -82,6 +82,7 @@ class TrainConfig:
     latent_cache_dir: Optional[str] = None  # default: <dataset>/latent_cache
     color_jitter: Optional[ColorJitter] = None  # reference: 0.2 each
     num_workers: int = 8  # DataLoader worker processes per training process
+    hold_in_memory_gb: float = 4.0  # training frames (resized) and latents are read once when they fit
     # Optimisation (Table V)
     num_steps: int = 100_000  # optimiser steps
     batch_size: int = 36  # per process and micro-batch
@@ -94,7 +95,7 @@ class TrainConfig:
     warmup_steps: int = 0
     clip_grad_norm: Optional[float] = None
     ema_decay: float = 0.9999  # with warmup: min(ema_decay, 1 - (1 + step)^-0.75)
-    bf16: bool = True  # autocast on CUDA only
+    bf16: bool = True  # autocast on CUDA and on CPUs with native bf16 (AVX-512 BF16, AMX)
     seed: int = 0
     # Run
     out_dir: str = "runs"
@@ -153,7 +154,7 @@ def validate_train_config(cfg: TrainConfig) -> TrainConfig:
 
     for key in ("num_steps", "batch_size", "grad_accum", "log_every", "save_every", "eval_samples"):
         need(getattr(cfg, key) >= 1, key, "must be a positive integer")
-    for key in ("num_workers", "warmup_steps", "eval_every"):
+    for key in ("num_workers", "warmup_steps", "eval_every", "hold_in_memory_gb"):
         need(getattr(cfg, key) >= 0, key, "must be >= 0")
     need(cfg.lr > 0, "lr", "must be > 0")
     need(cfg.weight_decay >= 0, "weight_decay", "must be >= 0")
@@ -304,6 +305,20 @@ def build_latent_caches(model: UnifiedWorldModel, datasets, cfg: TrainConfig, d:
     return caches
 
 
+def hold_training_samples(parts: list[EpisodeSamples], cfg: TrainConfig, say, show: bool) -> None:
+    """Decode and resize every training frame once, instead of once per sample, when they fit."""
+    size = sum(p.memory_bytes() for p in parts)
+    if size > cfg.hold_in_memory_gb * 2**30:
+        say(f"training frames read from disk at every step: held in memory they would take "
+            f"{size / 2**30:.1f} GB > hold_in_memory_gb={cfg.hold_in_memory_gb:g}")
+        return
+    with tqdm(total=sum(len(p.episodes) for p in parts), desc="load training frames", unit="episode",
+              disable=not show) as bar:
+        for part in parts:
+            part.hold_in_memory(bar.update)
+    say(f"training frames held in memory: {size / 2**20:.0f} MB")
+
+
 def ignore_sigint(_worker_id: int) -> None:
     """DataLoader workers: Ctrl-C is handled by the training process (save, then exit)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -343,8 +358,15 @@ def batch_loss(objective: nn.Module, model: UnifiedWorldModel, batch: dict, devi
             next_latents = batch["next_latents"].to(device, non_blocking=True)
         else:
             next_latents = model.encode_frames(batch["next_obs"].to(device, non_blocking=True))
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda"):
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and native_bf16(device)):
         return objective(obs, actions, next_latents, has_actions)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """bf16 autocast pays off: any CUDA device, or a CPU with bf16 instructions (else it is emulated)."""
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 class EMA:
@@ -431,6 +453,7 @@ def evaluate(model: UnifiedWorldModel, samples, normalizer, cfg: TrainConfig, st
         pred, _ = model.sample("policy", obs[labelled], generator=g)
         err = normalizer.unnormalize(pred.float()) - normalizer.unnormalize(actions[labelled])
         stats["eval/action_mse"] = float(err.pow(2).mean())
+        stats.update(observation_use(model, obs[labelled], cfg.seed))
     if model.vae is not None:
         _, latents = model.sample("forward_dynamics", obs, actions=actions, generator=g)
         predicted = model.decode_latents(latents.float())  # (B, V, To, 3, S, S)
@@ -447,6 +470,24 @@ def evaluate(model: UnifiedWorldModel, samples, normalizer, cfg: TrainConfig, st
         for k, v in stats.items():
             writer.add_scalar(k, v, step)
     return stats
+
+
+@torch.no_grad()
+def observation_use(model: UnifiedWorldModel, obs: torch.Tensor, seed: int) -> dict:
+    """Does the policy look at its cameras? (a policy that ignores them replays an average motion)
+
+    ``eval/obs_sensitivity``: RMS change of the normalised policy actions when each sample gets
+    another sample's observation (the batch rolled by one), with the same noise; 0 means the
+    cameras are ignored. ``eval/obs_feature_spread``: the encoder features' std across samples,
+    averaged over features (it falls towards 0 when the encoder collapses to a constant).
+    """
+    if len(obs) < 2 or model.obs_encoder is None:
+        return {}
+    policy = [model.sample("policy", o, generator=torch.Generator(obs.device).manual_seed(seed))[0]
+              for o in (obs, obs.roll(1, dims=0))]
+    features = model.obs_encoder(obs)  # (B, V*To*F)
+    return {"eval/obs_sensitivity": float((policy[0] - policy[1]).pow(2).mean().sqrt()),
+            "eval/obs_feature_spread": float(features.std(dim=0).mean())}
 
 
 def image_grid(obs: torch.Tensor, true_next: torch.Tensor, pred_next: torch.Tensor) -> torch.Tensor:
@@ -524,6 +565,7 @@ def _train(cfg: TrainConfig, d: Dist) -> Path:
             part.latents = cache  # training samples read cached latents; evaluation encodes pixels
         if cfg.color_jitter is not None:
             say("colour jitter: applied to the current frames only (next-frame targets are cached latents)")
+    hold_training_samples(train_parts, cfg, say, d.main)
     loader = torch.utils.data.DataLoader(
         train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
         pin_memory=d.device.type == "cuda", worker_init_fn=ignore_sigint, drop_last=True,
@@ -533,7 +575,7 @@ def _train(cfg: TrainConfig, d: Dist) -> Path:
     # ---------------- optimisation state
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
-                                  weight_decay=cfg.weight_decay)
+                                  weight_decay=cfg.weight_decay, fused=True)  # one kernel for all tensors
     from diffusers.optimization import get_scheduler
 
     scheduler = get_scheduler("constant_with_warmup" if cfg.lr_schedule == "constant" else "cosine", optimizer,

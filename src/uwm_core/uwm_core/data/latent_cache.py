@@ -52,6 +52,7 @@ class LatentCache:
     def __init__(self, dataset: EpisodicDataset, codec, resize_shape, cache_dir: str | os.PathLike | None = None):
         self.dataset = dataset
         self.resize_shape = [int(x) for x in resize_shape]
+        self.latent_channels = codec.latent_channels
         fingerprint = vae_fingerprint(codec)
         self.info = {"format": CACHE_FORMAT, "vae_sha256": fingerprint, "resize_shape": self.resize_shape,
                      "dtype": np.dtype(CACHE_DTYPE).name}

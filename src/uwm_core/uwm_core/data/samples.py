@@ -158,6 +158,42 @@ class EpisodeSamples(torch.utils.data.Dataset):
         counts = np.array([spec.window.num_samples(int(T)) for T in lengths], dtype=np.int64)
         self._starts = np.concatenate([[0], np.cumsum(counts)])
         self._has_actions = dataset.has_actions[self.episodes] if len(self.episodes) else np.zeros(0, bool)
+        self._held: dict[tuple[int, str], torch.Tensor] = {}  # (episode, camera) -> resized frames
+        self._held_latents: dict[tuple[int, str], torch.Tensor] = {}  # (episode, camera) -> latents
+
+    def memory_bytes(self) -> int:
+        """What ``hold_in_memory`` takes: resized float frames (and cached latents) of every episode."""
+        H, W = self.spec.resize_shape
+        per_frame = 3 * H * W * 4
+        if self.latents is not None:
+            m = self.spec.crop_multiple
+            per_frame += self.latents.latent_channels * (H // m) * (W // m) * 4
+        return int(self._lengths.sum()) * len(self.spec.cameras) * per_frame
+
+    def hold_in_memory(self, progress=None) -> None:
+        """Read, decode and resize every frame once (and read the latents) instead of per sample."""
+        for ep in self.episodes.tolist():
+            for cam in self.spec.cameras:
+                frames = frames_to_float(self.dataset.frames(ep, cam))
+                self._held[ep, cam] = resize_images(frames, self.spec.resize_shape)  # (T, 3, H, W)
+                if self.latents is not None:
+                    length = int(self.dataset.episode_lengths[ep])
+                    z = self.latents.read(ep, cam, np.arange(length)).astype(np.float32)
+                    self._held_latents[ep, cam] = torch.from_numpy(z)  # (T, C, h, w)
+            if progress is not None:
+                progress(1)
+
+    def _resized_frames(self, ep: int, cam: str, indices: np.ndarray) -> torch.Tensor:
+        held = self._held.get((ep, cam))
+        if held is not None:
+            return held[torch.from_numpy(indices)]
+        return resize_images(frames_to_float(self.dataset.frames(ep, cam, indices)), self.spec.resize_shape)
+
+    def _cached_latents(self, ep: int, cam: str, indices: np.ndarray) -> torch.Tensor:
+        held = self._held_latents.get((ep, cam))
+        if held is not None:
+            return held[torch.from_numpy(indices)]
+        return torch.from_numpy(self.latents.read(ep, cam, indices).astype(np.float32))
 
     def __len__(self) -> int:
         return int(self._starts[-1])
@@ -184,14 +220,14 @@ class EpisodeSamples(torch.utils.data.Dataset):
         obs, nxt = [], []
         for cam in spec.cameras:
             indices = current if use_cache else np.concatenate([current, following])
-            frames = resize_images(frames_to_float(self.dataset.frames(ep, cam, indices)), spec.resize_shape)
+            frames = self._resized_frames(ep, cam, indices)
             top, left = spec.crop_offsets(rng)
             frames = crop(frames, top, left, spec.image_size)
             if spec.color_jitter is not None and rng is not None:
                 frames = ColorJitter.apply(frames, spec.color_jitter.sample(rng))  # same for current and next
             if use_cache:
                 m, s = spec.crop_multiple, spec.image_size // spec.crop_multiple
-                z = torch.from_numpy(self.latents.read(ep, cam, following).astype(np.float32))
+                z = self._cached_latents(ep, cam, following)
                 nxt.append(crop(z, top // m, left // m, s).transpose(0, 1))  # (C, To, h, w)
                 obs.append(frames)
             else:

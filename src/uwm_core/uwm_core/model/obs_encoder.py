@@ -49,12 +49,14 @@ class ObservationEncoder(nn.Module):
 
     def __init__(self, weights: str | None, feature_dim: int):
         super().__init__()
-        self.resnet = build_resnet18(weights, feature_dim)
+        # channels-last: oneDNN (CPU) and cuDNN (tensor cores) run convolutions fastest in NHWC
+        self.resnet = build_resnet18(weights, feature_dim).to(memory_format=torch.channels_last)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         B = images.shape[0]
         x = rearrange(images, "b v t c h w -> (b v t) c h w")
-        feats = self.resnet((x - self.mean) / self.std)  # (B*V*T, F)
+        x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        feats = self.resnet(x)  # (B*V*T, F)
         return rearrange(feats, "(b n) f -> b (n f)", b=B)  # (B, V*T*F)

@@ -64,6 +64,8 @@ class UnifiedWorldModel(nn.Module):
         self.latent_shape = latent_shape  # (C, To, h, w) per view
         # PAD conditions on raw current latents (channel concat) instead of encoder features.
         self.obs_encoder = None if cfg.variant == "pad" else ObservationEncoder(cfg.resnet_weights, cfg.obs_feature_dim)
+        if self.obs_encoder is not None and cfg.freeze_obs_encoder:
+            self.obs_encoder.requires_grad_(False)
         obs_dim = 0 if self.obs_encoder is None else V * To * cfg.obs_feature_dim
         ph, pw, pt = cfg.patch_shape
         self.net = NoiseNet(
@@ -89,7 +91,8 @@ class UnifiedWorldModel(nn.Module):
     def encode_condition(self, obs_images: torch.Tensor) -> Condition:
         if self.obs_encoder is None:  # PAD
             return Condition([None] * (len(self.net.blocks) + 1), self.encode_frames(obs_images))
-        feats = self.obs_encoder(obs_images)  # (B, V*To*F)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.cfg.freeze_obs_encoder):
+            feats = self.obs_encoder(obs_images)  # (B, V*To*F)
         return Condition(self.net.observation_parts(feats), None)
 
     def encode_frames(self, images: torch.Tensor) -> torch.Tensor:
