@@ -28,7 +28,7 @@ setup(
     python_requires=">=3.10",
     install_requires=[
         "torch", "torchvision", "numpy", "diffusers", "huggingface_hub", "safetensors", "einops",
-        "omegaconf", "PyYAML", "zarr>=3", "numcodecs", "tqdm", "tensorboard", "pillow", "av",
+        "omegaconf", "PyYAML", "zarr>=3", "numcodecs", "tqdm", "tensorboard", "matplotlib", "pillow", "av",
         "scipy", "opencv-python", "pyarrow", "h5py",
     ],
     zip_safe=False,

@@ -29,7 +29,8 @@ def test_cpu_training_run(tmp_path, world, tiny_args, env):
     run = tmp_path / "demo"
     scalars = EventAccumulator(str(run / "tb")).Reload().scalars.Keys()
     for tag in ("train/loss", "train/action_loss", "train/image_loss", "train/lr", "train/grad_norm",
-                "train/samples_per_s", "eval/action_mse", "eval/forward_dynamics_mse"):
+                "train/samples_per_s", "eval/action_mse", "eval/forward_dynamics_mse", "eval/obs_sensitivity",
+                "eval/obs_feature_spread"):
         assert tag in scalars, tag
     lr = EventAccumulator(str(run / "tb")).Reload().Scalars("train/lr")
     assert [e.step for e in lr] == [2, 4] and all(abs(e.value - 1e-4) < 1e-9 for e in lr)  # constant
@@ -58,4 +59,7 @@ def test_cpu_training_run(tmp_path, world, tiny_args, env):
         assert actions.shape == (8, 2) and np.isfinite(actions).all()
         assert yaml.safe_load((ckpt / "config.yaml").read_text())["train"]["recipe"] == "pretrain"
     assert not (run / "checkpoints" / "step_0000002" / "training_state.pt").exists()
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoint", "checkpoints", "config.yaml", "images", "tb"]
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint", "checkpoints", "config.yaml", "images",
+                                                     "learning_curve.png", "tb"]
+    curve = np.asarray(Image.open(run / "learning_curve.png"))  # action error and obs sensitivity vs steps
+    assert curve.shape[1] > curve.shape[0] > 200 and curve.std() > 10

@@ -23,6 +23,7 @@ processes. The run directory ``<out_dir>/<run_name>/`` holds:
     checkpoints/step_N/      a checkpoint (EMA weights) every save_every steps
     tb/                      TensorBoard: losses, learning rate, grad norm, throughput, eval
     images/step_N.png        forward-dynamics predictions next to the true next frames
+    learning_curve.png       held-out action error and observation sensitivity against steps
 
 Colour jitter perturbs each camera's current and next frames alike when next frames are
 encoded on the fly; with the latent cache the targets are the cached (unjittered) latents, so
@@ -57,6 +58,7 @@ from .checkpoint import TRAINING_STATE_FILE, load_checkpoint, read_checkpoint_co
 from .config import config_dir, load_model_config, model_config_to_dict
 from .data import (ColorJitter, EpisodeSamples, LatentCache, Mixture, ShardedSampler, action_normalizer,
                    open_dataset, sample_spec, split_episodes)
+from .learning_curve import plot_learning_curve
 from .model import UnifiedWorldModel
 from .model.vae import LATENT_STD
 from .processing import crop, frames_to_float, resize_images
@@ -710,6 +712,7 @@ def _train(cfg: TrainConfig, d: Dist) -> Path:
         bar.close()
         if writer is not None:
             writer.close()
+            plot_learning_curve(run_dir / "tb", run_dir / "learning_curve.png")
         if trace is not None:
             trace.close()
     return run_dir

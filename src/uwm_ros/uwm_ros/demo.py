@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import sys
 import time
 from datetime import datetime, timezone
@@ -150,7 +151,8 @@ class Demo:
         if successes == 0:
             raise StageFailed("record", "the scripted expert succeeded in no episode: nothing to train on", log_dir)
         return {"episodes": len(episodes), "successes": successes, "bags": bags, "log": str(log_dir),
-                "seeds": [e.seed for e in episodes], "steps": [e.steps for e in episodes]}
+                "seeds": [e.seed for e in episodes], "steps": [e.steps for e in episodes],
+                "median_steps": statistics.median(e.steps for e in episodes if e.success)}
 
     def _convert(self) -> dict:
         from uwm_core.data import open_dataset
@@ -183,6 +185,9 @@ class Demo:
         images = sorted((self.out / "train" / "images").glob("*.png"))
         if images:
             self.report["artefacts"]["training_predictions_png"] = str(images[-1])
+        curve = self.out / "train" / "learning_curve.png"
+        if curve.is_file():
+            self.report["artefacts"]["learning_curve_png"] = str(curve)
         return {"checkpoint": str(checkpoint), "run_dir": str(self.out / "train"), "steps": overrides["num_steps"],
                 "last_progress": _last_progress(log), "log": str(log)}
 
@@ -226,11 +231,15 @@ def train_argv(recipe: str, overrides: dict) -> list[str]:
 
 def eval_argv(checkpoint, task: str, out, **options) -> list[str]:
     """``uwm-eval-sim --checkpoint ... --task ... --out ...`` with options such as episodes=3,
-    first_seed=1000 (``--first-seed 1000``); None values are left out."""
+    first_seed=1000 (``--first-seed 1000``) and real_time=True (``--real-time``); None and False
+    values are left out."""
     argv = [console_script("uwm-eval-sim"), "--checkpoint", str(checkpoint), "--task", task, "--out", str(out)]
     for name, value in options.items():
-        if value is not None:
-            argv += [f"--{name.replace('_', '-')}", str(value)]
+        flag = f"--{name.replace('_', '-')}"
+        if value is True:
+            argv.append(flag)
+        elif value is not None and value is not False:
+            argv += [flag, str(value)]
     return argv
 
 
@@ -278,7 +287,8 @@ def report_markdown(report: dict) -> str:
             continue
         r = stages[stage]
         result = {
-            "record": lambda: f"{r['successes']}/{r['episodes']} expert demos succeeded",
+            "record": lambda: f"{r['successes']}/{r['episodes']} expert demos succeeded (median {r['median_steps']:g} "
+                              f"steps)",
             "convert": lambda: f"{r['episodes']} episodes, {r['steps']} steps ({r['skipped']} skipped)",
             "train": lambda: f"{r['steps']} steps, final loss {r['last_progress'].get('loss', 'n/a')} "
                              f"({r['last_progress'].get('samples_per_s', 'n/a')} samples/s)",
