@@ -119,16 +119,19 @@ def main() -> None:
     finally:
         rclpy.shutdown()
     print()
-    print(f"{'preset':8} {'tick period ms':>23} {'command period ms':>23} {'chunk latency ms':>23} "
-          f"{'lead':>4} {'chunks':>6} {'executed':>8} {'skipped':>7} {'stalls':>6}")
-    print(f"{'':8} {'p50     p99     max':>23} {'p50     p99     max':>23} {'p50     p99     max':>23}")
+    print(f"{'preset':8} {'tick period ms':>23} {'command period ms':>31} {'chunk latency ms':>23} "
+          f"{'lead':>4} {'chunks':>6} {'executed':>8} {'skipped':>7} {'stalls':>6} {'bunched':>7}")
+    print(f"{'':8} {'p50     p99     max':>23} {'min     p50     p99     max':>31} {'p50     p99     max':>23}")
     for r in results:
         s = r["status"]
-        print(f"{r['preset']:8} {percentiles(r['ticks']):>23} {percentiles(r['commands']):>23} "
+        shortest = f"{1e3 * min(r['commands']):7.1f} " if len(r["commands"]) else "    n/a "
+        print(f"{r['preset']:8} {percentiles(r['ticks']):>23} {shortest + percentiles(r['commands']):>31} "
               f"{percentiles(r['latencies']):>23} {s['lead_ticks']:>4} {s['chunks_used']:>6} "
-              f"{s['actions_executed']:>8} {s['actions_skipped']:>7} {r['stalls']:>6}")
+              f"{s['actions_executed']:>8} {s['actions_skipped']:>7} {r['stalls']:>6} {s['ticks_bunched']:>7}")
     print("\nlead 0 = synchronous (inference slower than the execution window: hold, then execute from action 0);"
-          "\nstalls = ticks that held while waiting for a chunk (including the first one).")
+          "\nstalls = ticks that held while waiting for a chunk (including the first one);"
+          "\nbunched = ticks that sent nothing because the tick before them ran late (never two commands in a"
+          " burst:\n  the shortest command period stays above half a period).")
 
 
 if __name__ == "__main__":
