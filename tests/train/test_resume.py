@@ -18,6 +18,10 @@ def steps_done(run) -> int:
     return len(trace.read_text().splitlines()) if trace.exists() else 0
 
 
+def last_traced_step(run) -> int:
+    return json.loads((run / "trace" / "rank0.jsonl").read_text().splitlines()[-1])["step"]
+
+
 def test_interrupt_and_resume_equals_uninterrupted_run(tmp_path, tiny_args, env):
     # num_workers=1: a sample's augmentation depends on (seed, epoch, index), not on the worker.
     common = dict(trace_samples="true", num_workers=1, batch_size=4, grad_accum=2)
@@ -61,3 +65,45 @@ def test_interrupt_and_resume_equals_uninterrupted_run(tmp_path, tiny_args, env)
     ema_a = load_file(run / "checkpoint" / "model.safetensors")
     ema_b = load_file(tmp_path / "straight" / "checkpoint" / "model.safetensors")
     assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
+
+
+def test_sigkill_at_random_moments_always_resumes(tmp_path, tiny_args, env):
+    """SIGKILL a real uwm-train that saves at every step, at random moments (mostly inside a save),
+    again and again: after every kill the run resumes from its last completed step, and what the
+    interrupted saves left beside the checkpoint never accumulates."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    run, total, kills = tmp_path / "killed", 400, 10
+    args = tiny_args(tmp_path, "killed", num_steps=total, save_every=1, trace_samples="true")
+    last_step, leftovers = 0, []
+    for kill in range(kills):
+        command = [*TRAIN, *args] if kill == 0 else [*TRAIN[:3], f"resume={run}"]
+        traced = steps_done(run)
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 300
+            while steps_done(run) < traced + 2:  # this process took two steps: its first save is done
+                assert proc.poll() is None, proc.stdout.read()[-3000:]
+                assert time.monotonic() < deadline, "training did not start"
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.5))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(30)
+        finally:
+            proc.kill()
+            proc.stdout.close()
+        state = torch.load(run / "checkpoint" / "training_state.pt", weights_only=False)
+        # never behind the last save that finished before the kill; at most the step in flight lost
+        assert last_step + 1 <= state["step"] <= last_traced_step(run), (last_step, state["step"], last_traced_step(run))
+        assert not [k for k in state["model"] if k.startswith("vae.")]  # frozen weights: in model.safetensors
+        last_step = state["step"]
+        leftovers.append(sorted(p.name for where in (run, run / "checkpoints") for p in where.iterdir()
+                                if p.name.startswith(".")))
+        assert len(leftovers[-1]) <= 2, leftovers  # one save in flight: its staging copies, no more
+    finished = subprocess.run([*TRAIN[:3], f"resume={run}", f"num_steps={last_step + 2}"], env=env,
+                              capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
+    assert "cleared what an interrupted save left" in finished.stdout + finished.stderr or not leftovers[-1]
+    assert torch.load(run / "checkpoint" / "training_state.pt", weights_only=False)["step"] == last_step + 2
+    assert not [p for where in (run, run / "checkpoints") for p in where.iterdir() if p.name.startswith(".")]

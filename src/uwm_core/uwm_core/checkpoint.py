@@ -6,14 +6,14 @@
       normalizer.json        action statistics used to normalise the training data
       training_state.pt      optional: raw weights, optimiser, LR schedule, sampler and RNG state
 
-A checkpoint is written into a temporary sibling directory and renamed into place, so a crash
-never leaves a half-written checkpoint under the final name.
+A checkpoint is written into a temporary sibling directory, flushed, and then swapped with the one
+under the final name in one atomic step: a kill at any instant leaves a complete checkpoint there
+(``uwm_core.durable``); what a kill leaves beside it is cleared at the next start of the run.
 """
 from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from pathlib import Path
 
 import torch
@@ -22,7 +22,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .config import ModelConfig, model_config_from_dict, model_config_to_dict
-from .durable import commit_directory
+from .durable import replace_directory, staging_path
 from .model import UnifiedWorldModel
 from .processing import ActionNormalizer
 
@@ -49,7 +49,7 @@ def save_checkpoint(path: str | os.PathLike, model: UnifiedWorldModel, normalize
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = staging_path(path)
     tmp.mkdir()
     try:
         config = {"model": model_config_to_dict(model.cfg)}
@@ -62,13 +62,7 @@ def save_checkpoint(path: str | os.PathLike, model: UnifiedWorldModel, normalize
         normalizer.save(tmp / NORMALIZER_FILE)
         if training_state is not None:
             torch.save(training_state, tmp / TRAINING_STATE_FILE)
-        old = None
-        if path.exists():
-            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-            path.rename(old)
-        commit_directory(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_directory(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -129,8 +123,12 @@ def load_weights(model: torch.nn.Module, weights_path: Path, config_path: Path |
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"
                     ) -> tuple[UnifiedWorldModel, ActionNormalizer, dict]:
-    """Build the model from the checkpoint's config and load its weights and normaliser."""
+    """Build the model from the checkpoint's config and load its weights and normaliser.
+
+    ``path`` is a checkpoint directory or a uwm-train run directory (its latest checkpoint)."""
     path = Path(path)
+    if (path / "checkpoint" / CONFIG_FILE).is_file():
+        path = path / "checkpoint"
     cfg, config = read_checkpoint_config(path)
     normalizer_path = path / NORMALIZER_FILE
     try:

@@ -58,6 +58,7 @@ from .checkpoint import TRAINING_STATE_FILE, load_checkpoint, read_checkpoint_co
 from .config import config_dir, load_model_config, model_config_to_dict
 from .data import (ColorJitter, EpisodeSamples, LatentCache, Mixture, ShardedSampler, action_normalizer,
                    open_dataset, sample_spec, split_episodes)
+from .durable import recover_staging
 from .learning_curve import plot_learning_curve
 from .model import UnifiedWorldModel
 from .model.vae import LATENT_STD
@@ -395,6 +396,17 @@ class EMA:
         self.ema.copy_to([p for p in model.parameters() if p.requires_grad])
 
 
+def load_trainable(model: nn.Module, raw: dict[str, torch.Tensor]) -> None:
+    """The raw trainable weights of a training state; frozen weights and buffers (the VAE, a frozen
+    encoder) are not in it: they come with the checkpoint's model.safetensors."""
+    missing, unexpected = model.load_state_dict(raw, strict=False)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    lost = sorted(set(missing) & trainable)
+    if unexpected or lost:
+        raise ValueError(f"resume: the training state does not match the model (missing {lost[:3]}, "
+                         f"unexpected {sorted(unexpected)[:3]})")
+
+
 def rng_state() -> dict:
     return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "numpy": np.random.get_state(), "python": random.getstate()}
@@ -524,12 +536,17 @@ def _train(cfg: TrainConfig, d: Dist) -> Path:
     resume_state = None
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     if cfg.resume:
+        if d.main:
+            recovered = [note for where in (run_dir, run_dir / "checkpoints") for note in recover_staging(where)]
+            if recovered:
+                say(f"resume: cleared what an interrupted save left in {run_dir}: {'; '.join(recovered)}")
+        d.barrier()
         ckpt = run_dir / "checkpoint"
         if not (ckpt / TRAINING_STATE_FILE).is_file():
             raise ValueError(f"resume: {ckpt / TRAINING_STATE_FILE} is missing (no checkpoint was saved in {run_dir})")
         model, normalizer, _ = load_checkpoint(ckpt)
         resume_state = torch.load(ckpt / TRAINING_STATE_FILE, map_location="cpu", weights_only=False)
-        model.load_state_dict(resume_state["model"])  # raw (non-EMA) weights
+        load_trainable(model, resume_state["model"])  # raw (non-EMA) weights
     elif cfg.init_from:
         ckpt_cfg, _ = read_checkpoint_config(cfg.init_from)
         cams, adim = sorted(ckpt_cfg.cameras), ckpt_cfg.action_dim
@@ -638,7 +655,7 @@ def _train(cfg: TrainConfig, d: Dist) -> Path:
         weights = ema.weights(model)
         save_checkpoint(run_dir / "checkpoints" / f"step_{step:07d}", model, normalizer, resolved, weights=weights)
         state = {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "world_size": d.world_size,
-                 "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                 "model": {k: v.detach().cpu() for k, v in model.named_parameters() if v.requires_grad},
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "ema": ema.ema.state_dict(), "rng": rngs}
         save_checkpoint(run_dir / "checkpoint", model, normalizer, resolved, training_state=state, weights=weights)
