@@ -467,7 +467,7 @@ def evaluate(model: UnifiedWorldModel, samples, normalizer, cfg: TrainConfig, st
         pred, _ = model.sample("policy", obs[labelled], generator=g)
         err = normalizer.unnormalize(pred.float()) - normalizer.unnormalize(actions[labelled])
         stats["eval/action_mse"] = float(err.pow(2).mean())
-        stats.update(observation_use(model, obs[labelled], cfg.seed))
+        stats.update(observation_use(model, obs[labelled], pred, cfg.seed))
     if model.vae is not None:
         _, latents = model.sample("forward_dynamics", obs, actions=actions, generator=g)
         predicted = model.decode_latents(latents.float())  # (B, V, To, 3, S, S)
@@ -487,20 +487,20 @@ def evaluate(model: UnifiedWorldModel, samples, normalizer, cfg: TrainConfig, st
 
 
 @torch.no_grad()
-def observation_use(model: UnifiedWorldModel, obs: torch.Tensor, seed: int) -> dict:
+def observation_use(model: UnifiedWorldModel, obs: torch.Tensor, policy: torch.Tensor, seed: int) -> dict:
     """Does the policy look at its cameras? (a policy that ignores them replays an average motion)
 
     ``eval/obs_sensitivity``: RMS change of the normalised policy actions when each sample gets
     another sample's observation (the batch rolled by one), with the same noise; 0 means the
     cameras are ignored. ``eval/obs_feature_spread``: the encoder features' std across samples,
     averaged over features (it falls towards 0 when the encoder collapses to a constant).
+    ``policy``: the actions already sampled for ``obs`` from a generator seeded with ``seed``.
     """
     if len(obs) < 2 or model.obs_encoder is None:
         return {}
-    policy = [model.sample("policy", o, generator=torch.Generator(obs.device).manual_seed(seed))[0]
-              for o in (obs, obs.roll(1, dims=0))]
+    other, _ = model.sample("policy", obs.roll(1, dims=0), generator=torch.Generator(obs.device).manual_seed(seed))
     features = model.obs_encoder(obs)  # (B, V*To*F)
-    return {"eval/obs_sensitivity": float((policy[0] - policy[1]).pow(2).mean().sqrt()),
+    return {"eval/obs_sensitivity": float((policy - other).pow(2).mean().sqrt()),
             "eval/obs_feature_spread": float(features.std(dim=0).mean())}
 
 

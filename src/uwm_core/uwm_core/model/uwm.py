@@ -91,8 +91,7 @@ class UnifiedWorldModel(nn.Module):
     def encode_condition(self, obs_images: torch.Tensor) -> Condition:
         if self.obs_encoder is None:  # PAD
             return Condition([None] * (len(self.net.blocks) + 1), self.encode_frames(obs_images))
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.cfg.freeze_obs_encoder):
-            feats = self.obs_encoder(obs_images)  # (B, V*To*F)
+        feats = self.obs_encoder(obs_images)  # (B, V*To*F); no graph when frozen: nothing requires grad
         return Condition(self.net.observation_parts(feats), None)
 
     def encode_frames(self, images: torch.Tensor) -> torch.Tensor:
