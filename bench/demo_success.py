@@ -34,6 +34,8 @@ def main(argv=None) -> None:
     parser.add_argument("--demo", default="runs/demo", help="output directory of a uwm-demo run (default runs/demo)")
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--out", default=str(RESULTS), help=f"results file (default {RESULTS.relative_to(ROOT)})")
+    parser.add_argument("--precision", default="auto", help="the policy's inference precision (default auto, as "
+                        "deployed: bf16 where native)")
     args = parser.parse_args(argv)
     demo = Path(args.demo)
     report = json.loads((demo / "report.json").read_text())
@@ -45,10 +47,11 @@ def main(argv=None) -> None:
         sys.exit(f"evaluation seeds {seeds} overlap the demo's seeds {demo_seeds} / {own_eval}")
     checkpoint = demo / "train" / "checkpoint"
     max_steps = settings["evaluate"]["max_steps"]
-    out = demo / f"eval_{args.episodes}"
+    out = demo / (f"eval_{args.episodes}" + ("" if args.precision == "auto" else f"_{args.precision}"))
     command = [str(Path(sys.executable).parent / "uwm-eval-sim"), "--checkpoint", str(checkpoint), "--task",
                settings["task"], "--episodes", str(args.episodes), "--first-seed", str(FIRST_SEED), "--max-steps",
-               str(max_steps), "--out", str(out), "--image-size", str(settings["image_size"]), "--video-episodes", "0"]
+               str(max_steps), "--out", str(out), "--image-size", str(settings["image_size"]), "--video-episodes", "0",
+               "--precision", args.precision]
     if settings["evaluate"].get("real_time"):
         command.append("--real-time")  # as the demo evaluates: paced by the wall clock
     print(" ".join(command), flush=True)
@@ -58,7 +61,9 @@ def main(argv=None) -> None:
     model = yaml.safe_load((checkpoint / "config.yaml").read_text())
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     result = {
-        "command": f"python bench/demo_success.py --demo {args.demo} --episodes {args.episodes}",
+        "command": f"python bench/demo_success.py --demo {args.demo} --episodes {args.episodes} "
+                   f"--precision {args.precision}",
+        "precision": args.precision,
         "demo_command": report["command"], "commit": commit, "machine": machine(),
         "demo_stage_seconds": {name: stage["seconds"] for name, stage in report["stages"].items()},
         "demo_total_seconds": report["total_seconds"],

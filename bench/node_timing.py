@@ -39,7 +39,7 @@ CAMERAS = ["left", "right", "wrist"]
 PRESET_OVERRIDES = {"paper": {"resnet_weights": None, "vae": {"pretrained": None}}}
 
 
-def build_model(preset: str, device: str) -> WorldModel:
+def build_model(preset: str, device: str, precision: str) -> WorldModel:
     torch.manual_seed(0)
     cfg = load_model_config(preset, {"cameras": CAMERAS, "action_dim": 7, **PRESET_OVERRIDES.get(preset, {})})
     model = UnifiedWorldModel(cfg)
@@ -48,7 +48,7 @@ def build_model(preset: str, device: str) -> WorldModel:
     # millimetre-scale actions: the synthetic pose stays inside the workspace box
     normalizer = ActionNormalizer(np.array([-0.004] * 3 + [-0.02] * 3 + [0.0]),
                                   np.array([0.004] * 3 + [0.02] * 3 + [1.0]))
-    return WorldModel(model, normalizer, device)
+    return WorldModel(model, normalizer, device, precision)
 
 
 def percentiles(values) -> str:
@@ -58,16 +58,17 @@ def percentiles(values) -> str:
     return f"{np.percentile(v, 50):7.1f} {np.percentile(v, 99):7.1f} {v.max():7.1f}"
 
 
-def run(preset: str, seconds: float, device: str, rate_hz: float, threads: int, execute_steps: int,
+def run(preset: str, seconds: float, device: str, precision: str, rate_hz: float, threads: int, execute_steps: int,
         index: int) -> dict:
     started = time.monotonic()
-    wm = build_model(preset, device)
+    wm = build_model(preset, device, precision)
     ns = f"/bench{index}"
     topics = {c: f"{ns}/cam/{c}/image_raw" for c in CAMERAS}
-    params = {"checkpoint": f"in-memory {preset}", "device": device, "camera_topics": list(topics.values()),
+    params = {"checkpoint": f"in-memory {preset}", "device": device, "precision": precision,
+              "camera_topics": list(topics.values()),
               "ee_pose_topic": f"{ns}/pose", "target_pose_topic": f"{ns}/target", "gripper_topic": f"{ns}/gripper",
               "control_rate_hz": rate_hz, "torch_threads": threads, "execute_steps": execute_steps, "seed": 0}
-    node = PolicyNode(load_world_model=lambda path, dev: wm, namespace=ns,
+    node = PolicyNode(load_world_model=lambda path, dev, precision, compile: wm, namespace=ns,
                       parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
@@ -105,18 +106,22 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=["tiny"], help="model presets (tiny, small, paper)")
     parser.add_argument("--seconds", type=float, default=20.0, help="active control time per preset")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="auto", help="inference precision: auto (the node's default), fp32, "
+                        "bf16, fp16")
     parser.add_argument("--rate", type=float, default=10.0, help="control_rate_hz")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     parser.add_argument("--execute-steps", type=int, default=0, help="actions executed per chunk (0: the preset's)")
     args = parser.parse_args()
     rclpy.init()
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
-          f"torch {torch.__version__}, device {args.device}, control {args.rate:g} Hz, {args.seconds:g} s per preset")
+          f"torch {torch.__version__}, device {args.device}, precision {args.precision}, control {args.rate:g} Hz, "
+          f"{args.seconds:g} s per preset")
     results = []
     try:
         for i, preset in enumerate(args.presets):
             print(f"[{preset}] running ...", flush=True)
-            results.append(run(preset, args.seconds, args.device, args.rate, args.threads, args.execute_steps, i))
+            results.append(run(preset, args.seconds, args.device, args.precision, args.rate, args.threads,
+                               args.execute_steps, i))
     finally:
         rclpy.shutdown()
     print()

@@ -133,7 +133,9 @@ def main():
     chosen = settings(args.preset)
     batch_size = args.batch_size or chosen["batch_size"]
     steps = args.steps or (40 if args.preset == "small" else 2)
-    cfg = load_model_config(chosen["preset"], {**chosen["model"], "cameras": CAMERAS, "action_dim": 7})
+    # images only: the bench dataset has no proprioceptive state (10 numbers per frame: no measurable cost)
+    cfg = load_model_config(chosen["preset"], {**chosen["model"], "use_state": False, "cameras": CAMERAS,
+                                               "action_dim": 7})
     where = f"{torch.get_num_threads()} threads" if device.type == "cpu" else torch.cuda.get_device_name(device)
     print(f"device {device} ({where}) | {args.preset}: {chosen['preset']} preset {chosen['model']} | "
           f"{cfg.image_size}x{cfg.image_size} crops of {cfg.resize_shape[0]}x{cfg.resize_shape[1]} from "

@@ -22,7 +22,7 @@ from launch_ros.event_handlers import OnStateTransition
 from launch_ros.events.lifecycle import ChangeState
 from lifecycle_msgs.msg import Transition
 
-from uwm_ros.launch_helpers import config_path, is_true
+from uwm_ros.launch_helpers import config_path, is_true, large_image_dds_env
 
 PACKAGE = "uwm_ros"
 # Parameters of config/sim.yaml that describe the simulated robot's interface: the policy uses the same.
@@ -56,11 +56,13 @@ def launch_setup(context):
         parameters=[arg("params_file"), *([sim_interface(sim_params_file)] if use_sim else []), overrides],
         output="screen",
         emulate_tty=True,
+        additional_env=large_image_dds_env(),
     )
     actions = [policy]
     if use_sim:
         actions.append(Node(package=PACKAGE, executable="sim_node", name="uwm_sim", namespace=namespace,
-                            parameters=[sim_params_file], output="screen", emulate_tty=True))
+                            parameters=[sim_params_file], output="screen", emulate_tty=True,
+                            additional_env=large_image_dds_env()))
     if is_true(arg("autostart")):
         activate_when_configured = RegisterEventHandler(OnStateTransition(
             target_lifecycle_node=policy, start_state="configuring", goal_state="inactive",

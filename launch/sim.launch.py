@@ -16,7 +16,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from uwm_ros.launch_helpers import config_path, is_true
+from uwm_ros.launch_helpers import config_path, is_true, large_image_dds_env
 
 PACKAGE = "uwm_ros"
 
@@ -34,7 +34,8 @@ def launch_setup(context):
     if with_expert:  # in command_mode delta the sim follows the expert's ~/delta_ee
         sim_overrides["delta_topic"] = "/" + "/".join(filter(None, [namespace.strip("/"), "sim_expert", "delta_ee"]))
     actions = [Node(package=PACKAGE, executable="sim_node", name="uwm_sim", namespace=namespace,
-                    parameters=[arg("params_file"), sim_overrides], output="screen", emulate_tty=True)]
+                    parameters=[arg("params_file"), sim_overrides], output="screen", emulate_tty=True,
+                    additional_env=large_image_dds_env())]
     if with_expert:
         actions.append(Node(package=PACKAGE, executable="uwm-sim-expert", name="sim_expert", namespace=namespace,
                             parameters=[arg("params_file"), {"use_sim_time": not real_time}],

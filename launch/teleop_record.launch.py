@@ -24,7 +24,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from uwm_ros.launch_helpers import config_path, is_true
+from uwm_ros.launch_helpers import config_path, is_true, large_image_dds_env
 
 
 def launch_setup(context):
@@ -32,8 +32,10 @@ def launch_setup(context):
         return LaunchConfiguration(name).perform(context)
 
     recorder_overrides = {"output_dir": arg("output_dir")} if arg("output_dir") else {}
+    # no emulate_tty for the recorder: launch prints whole lines only, so it logs plain status lines
     actions = [Node(package="uwm_teleop", executable="recorder_node", name="recorder",
-                    parameters=[arg("recorder_params"), recorder_overrides], output="screen", emulate_tty=True)]
+                    parameters=[arg("recorder_params"), recorder_overrides], output="screen",
+                    additional_env=large_image_dds_env())]
     if is_true(arg("launch_teleop")):
         teleop_overrides = {"input": arg("input")}
         if arg("task"):
@@ -43,7 +45,8 @@ def launch_setup(context):
                             output="screen"))
     if is_true(arg("use_sim")):
         actions.append(Node(package="uwm_ros", executable="sim_node", name="uwm_sim",
-                            parameters=[config_path("sim.yaml")], output="screen", emulate_tty=True))
+                            parameters=[config_path("sim.yaml")], output="screen", emulate_tty=True,
+                            additional_env=large_image_dds_env()))
     return actions
 
 

@@ -29,7 +29,7 @@ setup(
     install_requires=[
         "torch", "torchvision", "numpy", "diffusers", "huggingface_hub", "safetensors", "einops",
         "omegaconf", "PyYAML", "zarr>=3", "numcodecs", "tqdm", "tensorboard", "matplotlib", "pillow", "av",
-        "scipy", "opencv-python", "pyarrow", "h5py",
+        "scipy", "opencv-python", "simplejpeg", "pyarrow", "h5py",
     ],
     zip_safe=False,
     maintainer="uwm-ros developers",

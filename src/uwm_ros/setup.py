@@ -29,7 +29,7 @@ setup(
         # launch/ and config/ live at the top of the workspace; install them into this
         # package's share directory so `ros2 launch uwm_ros policy.launch.py` finds them.
         (f"share/{PACKAGE}/launch", workspace_files("launch/*.launch.py")),
-        (f"share/{PACKAGE}/config", workspace_files("config/*.yaml")),
+        (f"share/{PACKAGE}/config", workspace_files("config/*.yaml") + workspace_files("config/*.xml")),
     ],
     python_requires=">=3.10",
     install_requires=["uwm_core", "uwm_teleop", "numpy", "opencv-python"],

@@ -37,6 +37,7 @@ def test_bad_raw_images_name_the_problem():
         decode_raw("rgb8", 5, 7, 21, bytes(50))
     assert raw_image_problem("rgb8", 5, 7, 20, 200).startswith("rgb8 image of 7x5 with step 20")  # step < row
     assert raw_image_problem("rgb8", 5, 7, 21, 105) is None
+    assert raw_image_problem("rgb8", 0, 0, 0, 0) == "rgb8 image of 0x0: it has no pixels"
 
 
 def test_compressed_png_is_lossless_and_jpeg_close():
@@ -45,6 +46,18 @@ def test_compressed_png_is_lossless_and_jpeg_close():
     assert np.abs(decode_compressed("jpeg", encode_compressed(smooth, "jpeg")).astype(int) - smooth).max() < 8
     with pytest.raises(ImageDecodeError, match="cannot decode compressed image"):
         decode_compressed("jpeg", b"not a jpeg")
+
+
+def test_corrupt_jpeg_data_is_an_error_not_a_garbled_picture():
+    yy, xx = np.mgrid[0:120, 0:160]
+    smooth = np.stack([xx % 256, yy % 256, (xx + yy) % 256], -1).astype(np.uint8)
+    data = bytearray(encode_compressed(smooth, "jpeg"))
+    middle = len(data) // 2
+    data[middle:middle + 200] = bytes(b ^ 0xFF for b in data[middle:middle + 200])  # libjpeg: "Corrupt JPEG data"
+    with pytest.raises(ImageDecodeError, match=r"cannot decode JPEG \(format 'jpeg', \d+ bytes\): Corrupt JPEG data"):
+        decode_compressed("jpeg", bytes(data))
+    with pytest.raises(ImageDecodeError, match="cannot decode JPEG"):
+        decode_compressed("jpeg", encode_compressed(smooth, "jpeg")[:-400])  # truncated
 
 
 def test_apply_delta_is_base_frame_translation_and_left_multiplied_rotation():

@@ -89,6 +89,42 @@ def test_append_with_other_layout_names_both(tmp_path, random_frames):
     assert open_dataset(path).num_episodes == 1
 
 
+def test_proprioceptive_state_round_trip_statistics_and_rules(tmp_path, random_frames):
+    rng = np.random.default_rng(3)
+    path = tmp_path / "demos"
+    states = [rng.normal(size=(n, 4)).astype(np.float32) for n in (6, 9)]
+    with DatasetWriter(path, cameras=CAMERAS, fps=10, action_dim=7, state_dim=4) as w:
+        for state in states:
+            w.add_episode(random_frames(rng, len(state), SHAPES), rng.normal(size=(len(state), 7)), state=state)
+        with pytest.raises(ValueError, match="state_dim=4, so every episode needs a proprioceptive state"):
+            w.add_episode(random_frames(rng, 3, SHAPES), None)
+        with pytest.raises(ValueError, match=r"state: expected a numeric array of shape \(3, 4\)"):
+            w.add_episode(random_frames(rng, 3, SHAPES), None, state=np.zeros((3, 5)))
+        with pytest.raises(ValueError, match="state: contain NaN"):
+            w.add_episode(random_frames(rng, 3, SHAPES), None, state=np.full((3, 4), np.nan))
+    ds = open_dataset(path)
+    assert ds.num_episodes == 2 and ds.state_dim == 4
+    for i, state in enumerate(states):
+        assert ds.state(i).tobytes() == state.tobytes() and ds.episode(i).state.tobytes() == state.tobytes()
+    every = np.concatenate(states).astype(np.float64)
+    stats = ds.state_stats
+    np.testing.assert_allclose(stats.mean, every.mean(0), atol=1e-6)
+    np.testing.assert_allclose(stats.std, every.std(0), atol=1e-6)
+    assert np.array_equal(stats.min, every.min(0).astype(np.float32)) and stats.count == 15
+    with pytest.raises(ValueError, match=r"state_dim=0.*has state_dim=4"):
+        DatasetWriter(path, cameras=CAMERAS, fps=10, action_dim=7)
+
+    # a dataset written before state existed (no state_dim in its description) has none
+    with DatasetWriter(tmp_path / "old", cameras=CAMERAS, fps=10, action_dim=7) as w:
+        w.add_episode(random_frames(rng, 3, SHAPES), None)
+    meta = tmp_path / "old" / "zarr.json"
+    info = json.loads(meta.read_text())
+    del info["attributes"]["uwm_dataset"]["state_dim"]
+    meta.write_text(json.dumps(info))
+    old = open_dataset(tmp_path / "old")
+    assert old.state_dim == 0 and old.state(0) is None and old.state_stats is None
+
+
 def test_bad_episodes_are_rejected_and_leave_nothing(tmp_path, random_frames):
     rng = np.random.default_rng(1)
     path = tmp_path / "demos"

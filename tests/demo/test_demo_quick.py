@@ -78,6 +78,12 @@ def test_dataset_holds_the_converted_demos(quick_demo):
     assert np.abs(actions[:, :3]).max() <= 0.02 + 1e-6 and np.abs(actions[:, :3]).max() > 0.005
     assert actions[0, 6] == 0.0 and actions[-1, 6] == 1.0
     assert actions[-8:, 2].sum() > 0.01  # the last steps go up
+    # proprioception: the gripper command in force at each step is the previous step's command,
+    # and the measured hand rises by about what the last steps commanded
+    assert ds.state_dim == 10 and episode.state.shape == (len(actions), 10)
+    np.testing.assert_array_equal(episode.state[1:, 9], actions[:-1, 6])
+    assert episode.state[0, 9] == 0.0
+    assert episode.state[-1, 2] - episode.state[-8, 2] > 0.5 * actions[-8:-1, 2].sum()
 
 
 def test_checkpoint_loads_and_acts_on_dataset_frames(quick_demo):
@@ -86,9 +92,12 @@ def test_checkpoint_loads_and_acts_on_dataset_frames(quick_demo):
     assert wm.cameras == ["left", "right", "wrist"] and wm.image_size == 32 and wm.action_dim == 7
     ds = open_dataset(report["artefacts"]["dataset"])
     images = {c: ds.frames(0, c, [0, 1]) for c in wm.cameras}
-    actions = wm.predict_actions(images, seed=0)
+    state = ds.state(0)[[0, 1]]
+    actions = wm.predict_actions(images, seed=0, state=state)
     assert actions.shape == (wm.action_horizon, 7) and np.isfinite(actions).all()
-    np.testing.assert_array_equal(actions, wm.predict_actions(images, seed=0))
+    np.testing.assert_array_equal(actions, wm.predict_actions(images, seed=0, state=state))
+    with pytest.raises(ValueError, match="proprioceptive state"):
+        wm.predict_actions(images, seed=0)  # the demo's model is trained with state: it is required
 
 
 def test_video_decodes_with_the_reported_number_of_frames(quick_demo):

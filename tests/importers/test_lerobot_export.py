@@ -24,6 +24,7 @@ import pytest
 from importer_fixtures import decode_all, open_video, scene
 from uwm_core.data import DatasetWriter, open_dataset
 from uwm_core.importers import LeRobotSource, Selection, check_lerobot_dataset, export_lerobot, run_import
+from uwm_core.spatial import STATE_NAMES
 
 LENGTHS = (12, 7, 20)
 UWM_EXPORT = str(Path(sys.executable).parent / "uwm-export")
@@ -31,17 +32,19 @@ UWM_EXPORT = str(Path(sys.executable).parent / "uwm-export")
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """A 3-episode uwm dataset (2 cameras, actions, 2 tasks) and its export with tiny file limits,
-    so that episodes spread over several data files and mp4 files."""
+    """A 3-episode uwm dataset (2 cameras, actions, proprioceptive state with a binary gripper,
+    2 tasks) and its export with tiny file limits, so that episodes spread over several data
+    files and mp4 files."""
     base = tmp_path_factory.mktemp("export")
     rng = np.random.default_rng(0)
-    with DatasetWriter(base / "demos", cameras=["left", "wrist"], fps=10, action_dim=7) as writer:
+    with DatasetWriter(base / "demos", cameras=["left", "wrist"], fps=10, action_dim=7, state_dim=10) as writer:
         for e, T in enumerate(LENGTHS):
             frames = {cam: np.stack([scene(100 * e + t, c, 48, 64) for t in range(T)])
                       for c, cam in enumerate(("left", "wrist"))}
             actions = np.concatenate([rng.normal(0, 0.01, (T, 6)), rng.uniform(0, 1, (T, 1))], axis=1)
+            state = np.concatenate([rng.normal(0, 0.1, (T, 9)), (np.arange(T) >= T // 3)[:, None]], axis=1)
             writer.add_episode(frames, actions, task=("stack the bowls", "open the drawer")[e % 2],
-                               metadata={"operator": f"op{e}", "scene": e})
+                               metadata={"operator": f"op{e}", "scene": e}, state=state)
     report = export_lerobot(base / "demos", base / "lerobot", data_file_mb=0.001, video_file_mb=0.008,
                             robot_type="franka", progress=False)
     return base / "demos", base / "lerobot", report
@@ -66,7 +69,8 @@ def read_frame_as_lerobot(root: Path, info: dict, episodes: list, tasks: dict, i
             row = table.slice(int(rows[0]), 1).to_pylist()[0]
             break
     episode = episodes[row["episode_index"]]
-    item = {"action": np.float32(row["action"]), "task": tasks[row["task_index"]]}
+    item = {"action": np.float32(row["action"]), "observation.state": np.float32(row["observation.state"]),
+            "task": tasks[row["task_index"]]}
     for key in [k for k, f in info["features"].items() if f["dtype"] == "video"]:
         video = root / info["video_path"].format(video_key=key, chunk_index=episode[f"videos/{key}/chunk_index"],
                                                  file_index=episode[f"videos/{key}/file_index"])
@@ -100,6 +104,7 @@ def test_export_passes_the_lerobot_checks(exported):
     assert (info["codebase_version"], info["fps"], info["total_episodes"], info["total_frames"], info["total_tasks"]) == \
         ("v3.0", 10, 3, sum(LENGTHS), 2)
     assert info["features"]["action"]["names"] == ["dx", "dy", "dz", "rx", "ry", "rz", "gripper"]
+    assert info["features"]["observation.state"] == {"dtype": "float32", "shape": [10], "names": list(STATE_NAMES)}
     assert info["features"]["observation.images.left"]["info"]["video.codec"] == "av1"  # libsvtav1, LeRobot's default
     for stream in ("data", "videos/observation.images.left"):  # several files, several episodes in one
         files = [(row[f"{stream}/chunk_index"], row[f"{stream}/file_index"]) for row in episode_rows(root)]
@@ -123,6 +128,7 @@ def test_export_reads_back_like_lerobot(exported):
         t = index - int(np.sum(LENGTHS[:episode]))
         item = read_frame_as_lerobot(root, info, episodes, tasks, index)
         np.testing.assert_array_equal(item["action"], source.actions(episode)[t])
+        np.testing.assert_array_equal(item["observation.state"], source.state(episode)[t])
         assert item["task"] == source.task(episode)
         assert_is_frame(item["observation.images.left"], source.frames(episode, "left"), t)
     stats = json.loads((root / "meta/stats.json").read_text())
@@ -135,6 +141,13 @@ def test_export_reads_back_like_lerobot(exported):
     for name, value in (("mean", pixels.mean(0)), ("std", pixels.std(0)), ("max", pixels.max(0))):
         np.testing.assert_allclose(np.ravel(stats["observation.images.left"][name]), value, atol=1e-9)
     assert stats["frame_index"]["max"] == [max(LENGTHS) - 1]
+    # numeric features' quantiles are over every frame (the binary gripper's median is 0 or 1)
+    all_state = np.concatenate([source.state(i) for i in range(3)])
+    for q in ("q01", "q10", "q50", "q90", "q99"):
+        np.testing.assert_allclose(stats["observation.state"][q], np.quantile(all_state, int(q[1:]) / 100, axis=0),
+                                   atol=1e-6)
+        np.testing.assert_allclose(stats["action"][q], np.quantile(all_actions, int(q[1:]) / 100, axis=0), atol=1e-6)
+    assert stats["observation.state"]["q50"][9] == 1.0
 
 
 def test_export_then_import_gives_the_same_episodes(exported, tmp_path):
@@ -160,7 +173,8 @@ def test_export_then_import_gives_the_same_episodes(exported, tmp_path):
 
 
 @pytest.mark.parametrize("damage, expected", [
-    ("drop_column", "columns \\['action', 'episode_index', 'frame_index', 'index', 'timestamp'\\] differ from "
+    ("drop_column", "columns \\['action', 'episode_index', 'frame_index', 'index', 'observation.state', "
+                    "'timestamp'\\] differ from "
                     "the non-video features .* \\(missing \\['task_index'\\]"),
     ("shift_episode", "episode 1 dataset_from_index 13 should be 12"),
     ("short_video", "frames in \\[[0-9.]+, [0-9.]+\\) s of observation.images.left, its length is"),

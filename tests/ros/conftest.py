@@ -90,8 +90,8 @@ def recording_loader():
     def make(**kwargs):
         models = []
 
-        def load(path, device):
-            model = RecordingModel(WorldModel.from_checkpoint(path, device), **kwargs)
+        def load(path, device, precision, compile):
+            model = RecordingModel(WorldModel.from_checkpoint(path, device, precision, compile), **kwargs)
             models.append(model)
             return model
 

@@ -36,21 +36,21 @@ class RecordingModel:
 
     def __init__(self, wm, delay_s=0.0, alter=None):
         self._wm, self.delay_s, self.alter = wm, delay_s, alter
-        self.calls = []  # (start monotonic, end monotonic, actions returned)
+        self.calls = []  # (start monotonic, end monotonic, actions returned, proprioceptive state given)
         self._lock = threading.Lock()
 
     def __getattr__(self, name):
         return getattr(self._wm, name)
 
-    def predict_actions(self, images, seed=None):
+    def predict_actions(self, images, seed=None, state=None):
         start = time.monotonic()
-        actions = self._wm.predict_actions(images, seed=seed)
+        actions = self._wm.predict_actions(images, seed=seed, state=state)
         time.sleep(self.delay_s)
         with self._lock:
             index = len(self.calls)
             if self.alter is not None:
                 actions = self.alter(index, actions)
-            self.calls.append((start, time.monotonic(), np.array(actions)))
+            self.calls.append((start, time.monotonic(), np.array(actions), None if state is None else np.array(state)))
         return actions
 
 

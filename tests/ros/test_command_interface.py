@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 import pytest
+import rclpy.duration
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
@@ -46,6 +47,7 @@ class Bench:
             "grip": self.probe.create_subscription(Float32, f"{ns}/grip", lambda m: self.received["grip"].append(m), 10),
         }
         self.measured = None  # (position, quat, frame) published at 50 Hz once set
+        self.stamp_offset_s = 0.0  # added to the measured pose's stamp
         self.probe.create_timer(0.02, self._publish_measured)
         # One thread, callbacks in arrival order. A MultiThreadedExecutor's spin thread polls ready
         # entities of a busy mutually exclusive group in a loop and starved the pose timer for 0.4-0.7 s;
@@ -86,7 +88,8 @@ class Bench:
             return
         position, quat, frame = self.measured
         msg = PoseStamped()
-        msg.header.stamp, msg.header.frame_id = self.probe.get_clock().now().to_msg(), frame
+        stamp = self.probe.get_clock().now() + rclpy.duration.Duration(nanoseconds=int(self.stamp_offset_s * 1e9))
+        msg.header.stamp, msg.header.frame_id = stamp.to_msg(), frame
         msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(v) for v in position)
         o = msg.pose.orientation
         o.x, o.y, o.z, o.w = (float(v) for v in quat)
@@ -170,6 +173,79 @@ def test_hold_reset_refused_frames_and_non_finite_actions(bench):
     b.publish_pose(*START, frame="world")
     assert b.out.send([0.01, 0, 0, 0, 0, 0, 0]) is None
     assert "frame 'world'" in b.out.hold_reason and "'fr3_link0'" in b.out.hold_reason
+
+
+def test_future_stamps_and_non_unit_quaternions_are_refused_until_good_poses_return(bench):
+    b = bench()
+    b.publish_pose(*START)
+    assert b.out.send([0.01, 0, 0, 0, 0, 0, 0]) is not None
+
+    def refused_while(problem_part):
+        deadline = time.monotonic() + 5
+        while problem_part not in (b.out.pose_problem() or ""):
+            assert time.monotonic() < deadline, b.out.pose_problem()
+            time.sleep(0.01)
+        sent_before = len(b.settle(1, "target"))
+        for _ in range(5):  # every step holds while the poses are refused
+            assert b.out.send([0.01, 0, 0, 0, 0, 0, 0]) is None and problem_part in b.out.hold_reason
+            time.sleep(0.02)
+        time.sleep(0.2)
+        assert len(b.received["target"]) <= sent_before + 1  # the one hold message at most
+
+    # a pose stamped 10 s ahead, then the topic silent: never mistaken for a fresh pose
+    b.stamp_offset_s = 10.0
+    refused_while("stamped 10.00 s in the future (max_future_stamp_s=0.1)")
+    b.measured = None  # the pose topic dies: still holding, now because the last good pose is old
+    time.sleep(0.6)
+    assert b.out.send([0.01, 0, 0, 0, 0, 0, 0]) is None
+    b.stamp_offset_s = 0.0
+    b.publish_pose(*START)
+    assert b.out.send([0.01, 0, 0, 0, 0, 0, 0]) is not None  # recovered
+    for norm in (2.0, 0.1, 2e-6):
+        b.measured = (START[0], START[1] * norm, "fr3_link0")
+        refused_while(f"quaternion of norm {norm:.3g}, not a unit one")
+        b.publish_pose(*START)
+        assert b.out.send([0.01, 0, 0, 0, 0, 0, 0]) is not None
+    b.publish_pose(START[0], START[1] * 1.005)  # within the 1 % tolerance: accepted, normalised
+    np.testing.assert_allclose(np.linalg.norm(b.out.measured_pose().quat_xyzw), 1.0)
+
+
+def test_a_target_the_robot_does_not_follow_holds_and_reseeds_from_the_measured_pose(bench, capfd):
+    b = bench()
+    b.publish_pose(*START)
+    assert b.out.send([0.01, 0, 0, 0, 0, 0, 0]) is not None
+    targets_before = len(b.settle(1, "target"))
+    jumped = START[0] + np.array([0.0, 0.0, 0.15])  # the measured pose jumps 15 cm (inside the box)
+    b.publish_pose(jumped, START[1])
+    assert b.out.send([0.01, 0, 0, 0, 0, 0, 0]) is None
+    assert "the commanded target is 0.15" in b.out.hold_reason and "not following" in b.out.hold_reason
+    time.sleep(0.3)
+    assert len(b.received["target"]) == targets_before  # the far target is not sent again
+    assert np.all(twist6(b.received["delta"][-1]) == 0)  # the hold's zero step
+    sent = b.out.send([0.01, 0, 0, 0, 0, 0, 0])  # re-seeded: the next target starts from the measured pose
+    np.testing.assert_allclose(sent.target_position, jumped + [0.01, 0, 0])
+    # the orientation too: 0.6 rad about x from the target
+    turned = apply_delta(jumped, START[1], [0, 0, 0, 0.6, 0, 0])[1]
+    b.publish_pose(jumped, turned)
+    deadline = time.monotonic() + 5
+    while not same_rotation(b.out.measured_pose().quat_xyzw, turned):  # the position did not change
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert b.out.send([0.0, 0, 0, 0, 0, 0, 0]) is None and "0.60 rad" in b.out.hold_reason
+    assert "not following" in capfd.readouterr().err
+
+
+def test_clamped_steps_are_counted_and_far_beyond_the_clamp_warns(bench, capfd):
+    b = bench()
+    b.publish_pose(*START)
+    b.out.send([0.005, 0, 0, 0, 0, 0, 0])  # within the clamps
+    b.out.send([0.02, 0, 0, 0, 0, 0, 0])  # twice the 1 cm clamp: counted, no warning
+    assert b.out.status()["steps_clamped"] == 1 and "check the checkpoint" not in capfd.readouterr().err
+    sent = b.out.send([1e6, 0, 0, 0, 0, 0, 0])
+    np.testing.assert_allclose(sent.delta[:3], [0.01, 0, 0])
+    assert b.out.status()["steps_clamped"] == 2
+    err = capfd.readouterr().err
+    assert "action of 1e+06 m and 0 rad per step clamped to 0.01 m" in err and "check the checkpoint" in err
 
 
 def test_delta_mode_steps_from_the_measured_pose_and_publishes_no_target(bench):

@@ -7,6 +7,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import torch
 
 from uwm_core import WorldModel
@@ -40,7 +41,7 @@ def test_paper_preset_on_cpu_executes_whole_chunks_synchronously(make_system):
     wm = RecordingModel(WorldModel(model, ActionNormalizer(np.array(ACTION_LOW), np.array(ACTION_HIGH))))
     built = time.monotonic()
 
-    system = make_system("in-memory paper preset", load_world_model=lambda path, device: wm,
+    system = make_system("in-memory paper preset", load_world_model=lambda path, device, precision, compile: wm,
                          params={"torch_threads": 0, **RELAXED_SENSOR_LIMITS}, image_shape=(120, 160))
     robot = system.robot
     assert robot.change_state("configure", timeout_s=300)
@@ -69,18 +70,23 @@ def test_paper_preset_on_cpu_executes_whole_chunks_synchronously(make_system):
           f"whole test {finished - started:.1f} s")
 
 
-def test_console_script_autostarts_and_stops_cleanly_on_sigint(ros, tiny_checkpoint):
-    ns = "/cli"
+def node_process(ns: str, checkpoint, *params: str) -> tuple[SyntheticRobot, subprocess.Popen]:
+    """The uwm-policy-node console script in its own process (``params``: extra name:=value) and a
+    SyntheticRobot in namespace ``ns`` around it."""
     topics = {c: f"{ns}/cam/{c}/image_raw" for c in CAMERAS}
     robot = SyntheticRobot(ns, topics, f"{ns}/pose", f"{ns}/target", f"{ns}/gripper", commander=f"{ns}/uwm_policy")
     camera_list = "[" + ",".join(topics.values()) + "]"
     script = os.path.join(os.path.dirname(sys.executable), "uwm-policy-node")
-    process = subprocess.Popen(
-        [script, "--ros-args", "-r", f"__ns:={ns}", "-p", f"checkpoint:={tiny_checkpoint}", "-p", "device:=cpu",
-         "-p", f"camera_topics:={camera_list}", "-p", f"ee_pose_topic:={ns}/pose",
-         "-p", f"target_pose_topic:={ns}/target",
-         "-p", f"gripper_topic:={ns}/gripper", "-p", "autostart:=true", "-p", "torch_threads:=1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    arguments = [f"checkpoint:={checkpoint}", "device:=cpu", f"camera_topics:={camera_list}",
+                 f"ee_pose_topic:={ns}/pose", f"target_pose_topic:={ns}/target", f"gripper_topic:={ns}/gripper",
+                 "torch_threads:=1", *params]
+    process = subprocess.Popen([script, "--ros-args", "-r", f"__ns:={ns}", *[a for p in arguments for a in ("-p", p)]],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return robot, process
+
+
+def test_console_script_autostarts_and_stops_cleanly_on_sigint(ros, tiny_checkpoint):
+    robot, process = node_process("/cli", tiny_checkpoint, "autostart:=true")
     try:
         assert robot.wait_for(lambda: len(robot.snapshot("targets")) >= 5 or process.poll() is not None, 120)
         assert process.poll() is None and robot.get_state() == "active"
@@ -97,3 +103,38 @@ def test_console_script_autostarts_and_stops_cleanly_on_sigint(ros, tiny_checkpo
             process.kill()
             process.communicate()
         robot.close()
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_console_script_stops_within_3_s_while_unconfigured_and_takes_whole_numbers(ros, tiny_checkpoint, stop):
+    """Without autostart the node waits unconfigured with nothing to wake its executor: a signal
+    must still stop it at once. Whole numbers for float parameters (as a YAML file or -p gives
+    them) configure like floats."""
+    robot, process = node_process(f"/cli_{stop.name.lower()}", tiny_checkpoint, "control_rate_hz:=10",
+                                  "max_frame_age_s:=1", "workspace_min:=[0,-1,0]")
+    try:
+        assert robot.wait_for(lambda: process.poll() is not None or robot.get_state() == "unconfigured", 60)
+        assert process.poll() is None
+        time.sleep(1.0)  # idle: nothing but the lifecycle services
+        started = time.monotonic()
+        process.send_signal(stop)
+        output, _ = process.communicate(timeout=30)
+        assert time.monotonic() - started < 3.0, output
+        assert process.returncode == 0, output
+        assert "Traceback" not in output and "InvalidParameterType" not in output, output
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        robot.close()
+
+
+def test_whole_numbers_configure_float_parameters_and_non_numbers_are_refused(make_system, tiny_checkpoint, capfd):
+    whole = {"control_rate_hz": 10, "max_frame_age_s": 1, "workspace_min": [0, -1, 0]}
+    ok = make_system(tiny_checkpoint, params=whole)  # rclpy would have refused these at declaration
+    assert ok.robot.change_state("configure")
+    assert ok.node._params["control_rate_hz"] == 10.0 and isinstance(ok.node._params["control_rate_hz"], float)
+    assert ok.node._cmd.settings.workspace_min == (0.0, -1.0, 0.0)
+    bad = make_system(tiny_checkpoint, params={"control_rate_hz": "fast"})
+    assert not bad.robot.change_state("configure")
+    assert "configure failed: parameter control_rate_hz='fast' must be a number" in capfd.readouterr().err

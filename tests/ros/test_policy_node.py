@@ -3,11 +3,12 @@ and the measured pose, and drives `uwm_policy` through its change_state / get_st
 import time
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 
-from policy_test_helpers import assert_on_the_control_grid, pose7, same_rotation, twist6
-from uwm_core.spatial import apply_delta
+from policy_test_helpers import assert_on_the_control_grid, make_checkpoint, pose7, same_rotation, twist6
+from uwm_core.spatial import STATE_DIM, apply_delta, proprio_state
 from uwm_teleop.command_interface import franka_msgs_available
 
 EXECUTE_STEPS = 8  # the tiny test checkpoint's (paper-like: 16 actions, execute 8)
@@ -155,7 +156,117 @@ def test_safety_holds_stale_camera_pose_frame_and_second_commander(make_system, 
     wait_moving()
 
 
-def test_skewed_stamps_prevent_inference(make_system, tiny_checkpoint, recording_loader):
+def test_future_stamps_and_bad_quaternions_hold_and_one_bad_frame_blocks_nothing(make_system, tiny_checkpoint,
+                                                                                capfd):
+    system = make_system(tiny_checkpoint, params={"max_pose_age_s": 0.3})
+    robot = system.robot
+    assert robot.change_state("configure") and robot.change_state("activate")
+
+    def wait_moving(within_s=20):
+        t = time.monotonic()
+        assert robot.wait_for(lambda: len(moving_since(robot, t)) >= 3, within_s), robot.latest_status()
+
+    def assert_holds(reason_part):
+        assert robot.wait_for(lambda: reason_part in ((robot.latest_status() or {}).get("hold_reason") or ""), 5), \
+            robot.latest_status()
+        time.sleep(0.5)
+        held_at = time.monotonic()
+        time.sleep(1.0)
+        assert moving_since(robot, held_at) == []  # no motion while the fault lasts
+
+    wait_moving()
+    # the robot's clock runs 10 s ahead, then its pose topic dies: never taken for a fresh pose
+    robot.pose_stamp_offset_s = 10.0
+    assert_holds("stamped 10.00 s in the future")
+    robot.publish_pose = False
+    assert_holds("measured pose")
+    robot.pose_stamp_offset_s, robot.publish_pose = 0.0, True
+    wait_moving()
+
+    # quaternions far from unit norm are refused, not silently normalised
+    for norm in (2.0, 0.1):
+        robot.quat_xyzw = np.array([1.0, 0.0, 0.0, 0.0]) * norm
+        assert_holds(f"quaternion of norm {norm:.3g}")
+        robot.quat_xyzw = np.array([1.0, 0.0, 0.0, 0.0])
+        wait_moving()
+
+    # one frame stamped an hour ahead: refused with a message, the frames after it are used at once
+    wrist = robot.cameras["wrist"]
+    published = wrist.published
+    wrist.stamp_offset_s = 3600.0
+    assert robot.wait_for(lambda: wrist.published > published, 2)
+    wrist.stamp_offset_s = 0.0
+    bad_frames = wrist.published - published  # the camera timer may have sent a second one meanwhile
+    log = []
+
+    def refusals():
+        log.extend(capfd.readouterr().err.splitlines())
+        return [line for line in log if "frame stamped" in line]
+
+    # the node may take a moment to receive the bad frame: wait for its refusal before asking for motion,
+    # else motion on the frames before it would pass for recovery
+    assert robot.wait_for(refusals, 5), log
+    wait_moving(within_s=10)  # an hour ahead would block for an hour if it were kept
+    assert 1 <= len(refusals()) <= bad_frames, (refusals(), bad_frames)
+    assert all("camera 'wrist'" in line and "in the future" in line for line in refusals()), refusals()
+
+
+def test_speed_limits_and_parameter_changes_while_configured(make_system, tiny_checkpoint, capfd):
+    from rclpy.parameter import Parameter
+
+    for params, message in (
+            ({"max_translation_per_step": 5.0}, "max_translation_per_step=5 and control_rate_hz=10 allow 50 m/s, "
+                                                "above the Franka's Cartesian limit of 1.7 m/s"),
+            ({"max_rotation_per_step": 0.5}, "allow 5 rad/s, above the Franka's Cartesian limit of 2.5 rad/s"),
+            ({"control_rate_hz": 1000.0}, "control_rate_hz=1000 is above 100 Hz")):
+        system = make_system(tiny_checkpoint, params=params)
+        assert not system.robot.change_state("configure")
+        assert message in capfd.readouterr().err
+    swapped = make_system(tiny_checkpoint)
+    topics = list(swapped.camera_topics.values())
+    swapped.node.set_parameters([Parameter("camera_topics", value=[topics[1], topics[0], topics[2]])])
+    assert not swapped.robot.change_state("configure")
+    assert "camera_topics are not in the checkpoint's camera order ['left', 'right', 'wrist']" in capfd.readouterr().err
+    swapped.node.set_parameters([Parameter("check_camera_names", value=False)])
+    assert swapped.robot.change_state("configure")  # the user says these are the right views
+
+    system = make_system(tiny_checkpoint)
+    node, robot = system.node, system.robot
+    assert robot.change_state("configure") and robot.change_state("activate")
+    result = node.set_parameters([Parameter("max_translation_per_step", value=0.001)])[0]
+    assert not result.successful and "read at configure, the node is active" in result.reason
+    assert node._cmd.settings.max_translation_per_step == 0.02 and node.get_parameter(
+        "max_translation_per_step").value == 0.02  # refused, not silently ignored
+    assert robot.change_state("deactivate") and robot.change_state("cleanup")
+    assert node.set_parameters([Parameter("max_translation_per_step", value=0.001),
+                                Parameter("workspace_min", value=[0.9, 0.0, 0.0])])[0].successful
+    assert not robot.change_state("configure")  # the inverted box is refused at configure, naming it
+    assert "workspace_min=[0.9, 0.0, 0.0] and workspace_max" in capfd.readouterr().err
+    assert node.set_parameters([Parameter("workspace_min", value=[0.25, -0.45, 0.02])])[0].successful
+    assert robot.change_state("configure")
+    assert node._cmd.settings.max_translation_per_step == 0.001  # applied at the next configure
+
+
+def test_corrupt_jpeg_frames_hold_with_a_steady_reason_and_recover(make_system, tiny_checkpoint):
+    system = make_system(tiny_checkpoint, camera_suffix={"wrist": "/compressed"})
+    robot = system.robot
+    # every wrist frame damaged: libjpeg reports "Corrupt JPEG data" (a warning OpenCV let through) or a
+    # hard error, depending on where the bytes fall (the codec tests pin the warning case)
+    robot.cameras["wrist"].corrupt_bytes = 200
+    assert robot.change_state("configure") and robot.change_state("activate")
+    assert robot.wait_for(lambda: "cannot decode JPEG" in ((robot.latest_status() or {}).get("hold_reason") or ""), 20)
+    started = time.monotonic()
+    time.sleep(2.0)
+    assert moving_since(robot, 0.0) == []  # never moved on a garbled picture
+    reasons = [s.get("hold_reason") or "" for at, s in robot.snapshot("status") if at > started]
+    assert any("camera 'wrist'" in r and "cannot decode JPEG" in r for r in reasons), reasons
+    assert not any("waiting for" in r for r in reasons), reasons  # the reason does not flip between chunks
+    robot.cameras["wrist"].corrupt_bytes = 0
+    t = time.monotonic()
+    assert robot.wait_for(lambda: len(moving_since(robot, t)) >= 3, 20), robot.latest_status()
+
+
+def test_skewed_stamps_prevent_inference(make_system, tiny_checkpoint, recording_loader, capfd):
     load = recording_loader()
     system = make_system(tiny_checkpoint, load_world_model=load, params={"max_frame_skew_s": 0.01})
     robot = system.robot
@@ -166,6 +277,8 @@ def test_skewed_stamps_prevent_inference(make_system, tiny_checkpoint, recording
     assert len(load.models[0].calls) == 1  # warm-up only: no inference on unsynchronised frames
     status = robot.latest_status()
     assert "not synchronised" in status["hold_reason"] and "camera 'right'" in status["hold_reason"]
+    warnings = [line for line in capfd.readouterr().err.splitlines() if "no usable observation for" in line]
+    assert warnings and "[WARN]" in warnings[0] and "not synchronised" in warnings[0]
     robot.cameras["right"].stamp_offset_s = 0.0  # in phase again: the same node runs
     assert robot.wait_for(lambda: len(robot.snapshot("deltas")) >= 3, 20)
     assert robot.latest_status()["frame_skew_s"] <= 0.01
@@ -251,8 +364,17 @@ def test_non_finite_actions_stop_robot_and_error_transition(make_system, tiny_ch
     load = recording_loader(alter=nan_from_third_chunk)
     system = make_system(tiny_checkpoint, load_world_model=load)
     robot = system.robot
+    diagnostics = []
+    robot.node.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 50)
     assert robot.change_state("configure") and robot.change_state("activate")
     assert robot.wait_for(lambda: robot.get_state() == "unconfigured", 30)
+    # the fault is the last word on ~/status and /diagnostics, in one line
+    assert robot.wait_for(lambda: (robot.latest_status() or {}).get("fault"), 5), robot.latest_status()
+    last = robot.latest_status()
+    assert last["state"] == "errorprocessing" and "non-finite actions (first at step 5, dim 1)" in last["fault"]
+    assert "\n" not in last["fault"]
+    mine = [d.status[0] for d in list(diagnostics) if d.status[0].name.startswith(f"{system.ns}/uwm_policy")]
+    assert mine[-1].level == DiagnosticStatus.ERROR and mine[-1].message.startswith("fault: model produced")
     transitions = [t for _, t in robot.snapshot("transitions")]
     assert ("deactivating", "errorprocessing") in transitions and ("errorprocessing", "unconfigured") in transitions
     deltas, targets = robot.snapshot("deltas"), robot.snapshot("targets")
@@ -261,6 +383,35 @@ def test_non_finite_actions_stop_robot_and_error_transition(make_system, tiny_ch
     np.testing.assert_array_equal(pose7(targets[-1][1])[0], pose7(targets[-2][1])[0])  # held
     assert system.node._wm is None
     assert_quiet(robot)
+
+
+def test_proprioceptive_state_of_each_frame_set_reaches_the_model(make_system, tmp_path, recording_loader):
+    """A checkpoint trained with state gets, per frame set, the measured pose at the frames' time
+    and the gripper command in force, as uwm-bag2dataset stores them."""
+    checkpoint = make_checkpoint(tmp_path / "state", "tiny", {"action_horizon": 16, "execute_steps": 8,
+                                                              "use_state": True, "state_dim": STATE_DIM})
+    load = recording_loader()
+    system = make_system(checkpoint, load_world_model=load)
+    robot = system.robot
+    robot.follow_target = True  # its measured pose moves to each target it receives
+    start = proprio_state(robot.position, robot.quat_xyzw, 0.0)
+    assert robot.change_state("configure") and robot.change_state("activate")
+    assert robot.wait_for(lambda: len(load.models[0].calls) >= 4, 30), robot.latest_status()
+    assert robot.change_state("deactivate")
+    calls = load.models[0].calls
+    np.testing.assert_array_equal(calls[0][3], np.zeros((2, STATE_DIM)))  # the warm-up
+    # the measured pose is the latest target the robot received (or where it started)
+    reachable = [start] + [proprio_state(*pose7(m), 0.0) for _, m in robot.snapshot("targets")]
+    grippers = {0.0} | {m.data for _, m in robot.snapshot("gripper")}
+    for _, _, _, state in calls[1:]:
+        assert state.shape == (2, STATE_DIM)
+        for row in state:
+            assert min(np.abs(row[:9] - r[:9]).max() for r in reachable) < 1e-6, row
+            assert any(abs(row[9] - g) < 1e-6 for g in grippers), row[9]
+    np.testing.assert_allclose(calls[1][3][0], start, atol=1e-6)  # before the first command
+    assert np.abs(calls[-1][3][-1, :3] - start[:3]).max() > 0  # later chunks see the arm where it moved to
+    sent = [m.data for _, m in robot.snapshot("gripper")]
+    assert min(abs(calls[-1][3][-1, 9] - g) for g in sent) < 1e-6  # a gripper command the node sent
 
 
 def test_bad_configuration_fails_configure_with_one_clear_line(make_system, tiny_checkpoint, tmp_path, capfd):

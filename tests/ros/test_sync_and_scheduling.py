@@ -2,17 +2,20 @@
 import numpy as np
 import pytest
 
-from uwm_ros.camera_sync import CameraBuffers, NotReady
+from uwm_ros.camera_sync import CameraBuffers, NotReady, camera_topic_mismatch
 from uwm_ros.chunk_scheduler import Chunk, ChunkScheduler, TickGrid
 
 TOPICS = {"left": "/l", "right": "/r", "wrist": "/w"}
 
 
 def filled(stamps_by_camera, keep_s=2.0):
-    buffers = CameraBuffers(list(TOPICS), keep_s)
+    """Buffers holding these frames, each received when the newest stamp so far was taken."""
+    buffers = CameraBuffers(list(TOPICS), keep_s, max_future_s=0.1)
+    now = -np.inf
     for cam, stamps in stamps_by_camera.items():
         for stamp in stamps:
-            buffers.add(cam, stamp, (cam, round(stamp, 4)))
+            now = max(now, stamp)
+            assert buffers.add(cam, stamp, (cam, round(stamp, 4)), now) is None
     return buffers
 
 
@@ -56,13 +59,33 @@ def test_frame_sets_say_why_not(stamps, now, message):
 
 def test_health_names_the_camera_and_the_problem():
     buffers = filled({c: [10.0] for c in TOPICS})
-    assert buffers.health(10.2, max_age_s=0.5, max_skew_s=0.05, topics=TOPICS) is None
-    assert "camera 'left' (/l): newest frame is 0.60 s old" in buffers.health(10.6, 0.5, 0.05, TOPICS)
-    assert "stamped 0.30 s in the future" in buffers.health(9.7, 0.5, 0.05, TOPICS)
+    assert buffers.health(10.2, max_age_s=0.5, topics=TOPICS) is None
+    assert "camera 'left' (/l): newest frame is 0.60 s old" in buffers.health(10.6, 0.5, TOPICS)
+    assert "stamped 0.30 s in the future" in buffers.health(9.7, 0.5, TOPICS)  # the node's clock went back
     buffers.set_problem("right", "unsupported image encoding 'yuv422'")
-    assert buffers.health(10.2, 0.5, 0.05, TOPICS) == "camera 'right' (/r): unsupported image encoding 'yuv422'"
-    buffers.add("right", 10.1, None)  # a good frame clears it
-    assert buffers.health(10.2, 0.5, 0.05, TOPICS) is None
+    assert buffers.health(10.2, 0.5, TOPICS) == "camera 'right' (/r): unsupported image encoding 'yuv422'"
+    buffers.add("right", 10.1, None, 10.1)  # a good frame clears it
+    assert buffers.health(10.2, 0.5, TOPICS) is None
+
+
+def test_a_frame_stamped_in_the_future_is_refused_and_cannot_block_the_camera():
+    buffers = filled({c: [10.0, 10.1] for c in TOPICS})
+    refused = buffers.add("left", 3610.13, "bad", now_s=10.13)  # an hour ahead: another clock
+    assert "stamped 3600.00 s in the future" in refused and "max_future_stamp_s=0.1" in refused
+    assert buffers.newest_stamps()["left"] == 10.1  # not stored
+    assert "camera 'left' (/l): frame stamped 3600.00 s in the future" in buffers.health(10.15, 0.5, TOPICS)
+    for stamp in (10.133, 10.166, 10.2):  # the good frames after it are used at once
+        for cam in TOPICS:
+            assert buffers.add(cam, stamp, (cam, stamp), now_s=stamp + 0.005) is None
+    assert buffers.health(10.21, 0.5, TOPICS) is None
+    assert buffers.frame_sets(10.21, 0.1, 2, 0.05, 0.5, TOPICS).stamps[-1]["left"] == 10.2
+    assert buffers.add("left", 10.25, "slightly ahead", now_s=10.2) is None  # within the tolerance: kept
+
+
+def test_frames_are_pruned_by_the_time_they_arrive():
+    buffers = filled({"left": [1.0, 1.5]}, keep_s=1.0)
+    buffers.add("left", 1.6, "x", now_s=5.0)  # late: everything older than now - keep_s goes
+    assert buffers._stamps["left"] == []
 
 
 def chunk(chunk_id, motion_at_request, latency=0.05):
@@ -181,3 +204,32 @@ def test_a_bunched_tick_is_not_a_tick_of_motion():
             executed.append(scheduler.next_action()[0])
             scheduler.executed()
     assert executed == [0.0, 1.0, 2.0] and scheduler.actions_skipped == 0
+
+
+def test_a_failing_model_is_a_one_line_fault_naming_where():
+    from uwm_ros.inference_worker import InferenceJob, InferenceWorker
+
+    def predict(images, job):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore details on the next lines")
+
+    worker = InferenceWorker(predict, lambda observation: {}, lambda: 0.0)
+    try:
+        result = worker._infer(InferenceJob(observation=None, job_id=1, generation=0, requested_at_s=0.0,
+                                            motion_at_request=0, state=None))
+    finally:
+        worker.stop(1.0)
+    assert result.actions is None and "\n" not in result.fault
+    assert result.fault.startswith("inference failed: RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert "(in predict, test_sync_and_scheduling.py:" in result.fault
+
+
+def test_camera_topics_must_name_the_checkpoint_cameras_in_order():
+    cameras = ["left", "right", "wrist"]
+    assert camera_topic_mismatch(cameras, ["/cameras/left/image_raw", "/cameras/right/image_raw",
+                                           "/wrist_camera/color/image_raw/compressed"]) is None
+    swapped = camera_topic_mismatch(cameras, ["/cameras/right/image_raw", "/cameras/left/image_raw", "/cam/wrist"])
+    assert "not in the checkpoint's camera order ['left', 'right', 'wrist']" in swapped
+    assert "/cameras/right/image_raw (given for camera 'left') is camera 'right'" in swapped
+    renamed = camera_topic_mismatch(["front", "side", "wrist"], ["/cameras/left/image_raw", "/cameras/right/image_raw",
+                                                                 "/cameras/wrist/image_raw"])
+    assert "does not name the checkpoint's camera 'front'" in renamed and "check_camera_names:=false" in renamed

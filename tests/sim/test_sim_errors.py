@@ -34,6 +34,32 @@ def test_mismatched_camera_lists_and_bad_rates_are_refused(ros_context):
         SimFranka("lift", cameras={}, control_rate_hz=7.0)
 
 
+def test_scene_cameras_are_configurable_and_checked(ros_context):
+    with pytest.raises(ValueError, match=r"scene camera 'scene_left': \[0.5, 0.0, 0.3, 0.5, 0.0, 0.1\] looks straight"):
+        SimFranka("lift", cameras={}, scene_cameras={"scene_left": [0.5, 0.0, 0.3, 0.5, 0.0, 0.1]})
+    with pytest.raises(ValueError, match=r"scene camera 'scene_right': \[1.0, 2.0\] must be \[x, y, z"):
+        SimNode(context=ros_context, parameter_overrides=[Parameter("scene_right_camera", value=[1.0, 2.0])])
+    with pytest.raises(ValueError, match="field of view 200.0 deg must be in 1..170"):
+        SimFranka("lift", cameras={}, scene_camera_fovy_deg=200.0)
+
+
+def test_the_configured_scene_cameras_show_the_cube_at_the_demo_training_size():
+    """At 32 px (the demo's training images) the red cube covers pixels of every view."""
+    from uwm_core.processing import float_to_frames, frames_to_float, resize_images
+
+    sim = SimFranka("lift", width=96, height=96)
+    try:
+        for seed in (3, 4, 5):
+            sim.reset(seed)
+            for camera, frame in sim.render().items():
+                small = float_to_frames(resize_images(frames_to_float(frame), (32, 32))).astype(int)
+                red, green, blue = small[..., 0], small[..., 1], small[..., 2]
+                cube = (red > 90) & (red > 1.6 * green) & (red > 1.6 * blue)
+                assert cube.sum() >= 4, (seed, camera, int(cube.sum()))
+    finally:
+        sim.close()
+
+
 def test_rendering_check_names_the_package_to_install(monkeypatch):
     assert check_rendering() in ("osmesa", "egl")  # the configured backend renders here
     # OSMesa needs PyOpenGL on its OSMesa platform: a conflicting one makes the backend unusable

@@ -55,7 +55,7 @@ def make_bad_bags(root):
 def test_bad_bags_named_dataset_unchanged_or_skip_bad(tmp_path, capsys):
     cfg = tmp_path / "convert.yaml"
     cfg.write_text(yaml.safe_dump({"cameras": {"left": LEFT, "wrist": WRIST}, "image_size": None,
-                                   "delta_topic": DELTA, "gripper_topic": GRIPPER}))
+                                   "delta_topic": DELTA, "gripper_topic": GRIPPER, "state": False}))
     out = tmp_path / "dataset"
     good_bag(tmp_path / "first", 1).close()
     assert main([str(tmp_path / "first"), "--out", str(out), "--config", str(cfg)]) == 0
@@ -79,9 +79,11 @@ def test_bad_bags_named_dataset_unchanged_or_skip_bad(tmp_path, capsys):
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == snapshot
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bags", "convert.yaml", "dataset", "first"]
 
-    assert main([str(bags), "--out", str(out), "--config", str(cfg), "--skip-bad"]) == 0
+    # --skip-bad converts the good ones, and still exits 1: bags were refused
+    assert main([str(bags), "--out", str(out), "--config", str(cfg), "--skip-bad"]) == 1
     printed = capsys.readouterr()
-    assert "2 episode(s)" in printed.out and "4 bad" in printed.out, printed.out  # loose non-bag files in a folder are ignored
+    assert "2 bag(s) converted" in printed.out and "4 bad" in printed.out, printed.out  # loose non-bag files are ignored
+    assert "4 bag(s) refused" in printed.err
     ds = open_dataset(out)
     assert ds.num_episodes == 3
     assert [ds.metadata(i)["source"].split("/")[-1] for i in range(3)] == ["first", "a_good", "z_good"]

@@ -3,6 +3,7 @@ jitter (the alignment rule checked frame by frame), action sources, re-runs and 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -13,8 +14,10 @@ from bagfactory import BagBuilder
 
 from uwm_core.data import open_dataset
 from uwm_core.image_codec import decode_compressed, encode_compressed
-from uwm_core.spatial import apply_delta
-from uwm_teleop.bag2dataset import ConvertConfig, convert, main, to_dataset_resolution
+from scipy.spatial.transform import Rotation
+
+from uwm_core.spatial import STATE_DIM, apply_delta, proprio_state
+from uwm_teleop.bag2dataset import ConversionError, ConvertConfig, convert, main, to_dataset_resolution
 
 T0 = 1_700_000_000 * 10**9
 MS = 1_000_000
@@ -25,7 +28,8 @@ DELTA, TARGET, POSE, GRIPPER = "/teleop/delta_ee", "/robot/target", "/robot/pose
 
 def config(**overrides) -> ConvertConfig:
     values = dict(cameras={"left": LEFT, "wrist": WRIST}, image_size=None, delta_topic=DELTA,
-                  target_topic=TARGET, pose_topic=POSE, gripper_topic=GRIPPER, max_frame_gap_s=0.15)
+                  target_topic=TARGET, pose_topic=POSE, gripper_topic=GRIPPER, max_frame_gap_s=0.15,
+                  state=False)  # most bags here have no measured pose; test_state_* set it
     values.update(overrides)
     return ConvertConfig(**values).validate()
 
@@ -84,7 +88,13 @@ def test_rates_jitter_and_a_camera_that_stops_align_frame_by_frame(tmp_path):
     stamps, deltas, grippers = commands(bag, 55, rng, jitter=8 * MS)
     bag.close()
 
-    reports = convert([tmp_path / "multi_rate"], tmp_path / "ds", config(), progress=False)
+    # the wrist camera's stop drops half the steps: refused, naming the bag, camera and ratio ...
+    with pytest.raises(ConversionError, match=r"multi_rate: 5\d% of its 55 steps would be dropped \(camera wrist: "
+                                              r"no frame within 0.15 s: 2\d\), more than max_drop_ratio=0.1"):
+        convert([tmp_path / "multi_rate"], tmp_path / "ds", config(), progress=False)
+    assert not (tmp_path / "ds").exists()
+    # ... unless asked for
+    reports = convert([tmp_path / "multi_rate"], tmp_path / "ds", config(), progress=False, allow_drops=True)
     report, = reports
     assert report.status == "converted", report.detail
     episode = open_dataset(tmp_path / "ds").episode(0)
@@ -151,6 +161,111 @@ def test_actions_from_deltas_targets_and_measured_poses_agree(tmp_path):
     np.testing.assert_array_equal(pose.actions[:, 6], grippers[1:])
 
 
+def test_state_is_the_latest_measured_pose_and_the_gripper_command_before_each_step(tmp_path):
+    rng = np.random.default_rng(5)
+    bag = BagBuilder(tmp_path / "bag")
+    camera(bag, LEFT, 80, 20 * MS, rng)
+    camera(bag, WRIST, 80, 20 * MS, rng)
+    stamps, deltas, grippers = commands(bag, 12, rng, topics=("delta", "pose"))
+    bag.close()
+    report, = convert([tmp_path / "bag"], tmp_path / "ds", config(state=True), progress=False)
+    assert report.status == "converted", report.detail
+    # step 0 comes before the first measured pose (50 ms after command 0): dropped and reported
+    assert report.dropped == {"pose: no measured pose within 0.15 s": 1}
+    ds = open_dataset(tmp_path / "ds")
+    ep = ds.episode(0)
+    assert ds.state_dim == STATE_DIM and ep.state.shape == (11, STATE_DIM)
+    assert ep.metadata["step_times_ns"] == stamps[1:].tolist()
+    position, quat = np.array([0.5, 0.0, 0.3]), np.array([0.0, 0.0, 0.0, 1.0])
+    measured, quats = [], []  # the pose published after command k (the robot reached its target)
+    for delta in deltas:
+        position, quat = apply_delta(position, quat, delta)
+        measured.append(proprio_state(position, quat, 0.0))
+        quats.append(quat)
+    for row, k in enumerate(range(1, 12)):  # step k: the pose after command k - 1, gripper command k - 1
+        np.testing.assert_allclose(ep.state[row, :9], measured[k - 1][:9], atol=1e-6)
+        assert ep.state[row, 9] == grippers[k - 1]
+    rotation = Rotation.from_quat(quats[10]).as_matrix()  # the columns are the rotation matrix's first two
+    np.testing.assert_allclose(ep.state[-1, 3:9], np.concatenate([rotation[:, 0], rotation[:, 1]]), atol=1e-6)
+    np.testing.assert_allclose(ds.state_stats.max, ep.state.max(axis=0), atol=1e-6)
+
+    # without a measured pose the state cannot be made: refused, naming the topic and the setting
+    bag = BagBuilder(tmp_path / "no_pose")
+    camera(bag, LEFT, 80, 20 * MS, rng)
+    camera(bag, WRIST, 80, 20 * MS, rng)
+    commands(bag, 12, rng)
+    bag.close()
+    report, = convert([tmp_path / "no_pose"], tmp_path / "ds2", config(state=True), progress=False, skip_bad=True)
+    assert report.status == "error" and POSE in report.detail and "state: false" in report.detail
+    # and a dataset with state is not appended to without it
+    with pytest.raises(ValueError, match="state_dim 10"):
+        convert([tmp_path / "no_pose"], tmp_path / "ds", config(), progress=False)
+
+
+def test_a_camera_gap_mid_bag_splits_the_episode_or_refuses_the_bag(tmp_path, capsys):
+    rng = np.random.default_rng(6)
+    bag = BagBuilder(tmp_path / "gap")
+    left = camera(bag, LEFT, 360, 33 * MS, rng)  # 12 s at 30 Hz ...
+    for stamp in [s for s in left if T0 + 5 * 10**9 <= s < T0 + 6 * 10**9]:
+        del left[stamp]  # ... with the left camera silent for 1 s after 5 s
+    bag.items = [item for item in bag.items if item[1] != LEFT or item[0] in left]
+    camera(bag, WRIST, 360, 33 * MS, rng)
+    stamps, deltas, _ = commands(bag, 120, rng)
+    bag.close()
+
+    report, = convert([tmp_path / "gap"], tmp_path / "ds", config(), progress=False)
+    assert report.status == "converted" and report.episodes == 2, report.detail
+    assert len(report.cuts) == 1 and "camera left: no frame within 0.15 s" in report.cuts[0], report.cuts
+    assert re.match(r"(4\.9|5\.0)\.\.\.6\.0 s: ", report.cuts[0]), report.cuts  # seconds into the bag
+    assert "split into 2 episodes at gaps" in report.line()
+    ds = open_dataset(tmp_path / "ds")
+    assert ds.num_episodes == 2 and sum(ds.episode_lengths) == report.steps < 120
+    for i in range(2):  # every written episode is contiguous: one control period between steps
+        steps = np.array(ds.metadata(i)["step_times_ns"])
+        assert (np.diff(steps) <= 1.5 * DT).all() and ds.metadata(i)["segment"]["index"] == i
+        rows = [int(np.flatnonzero(stamps == t)[0]) for t in steps]
+        np.testing.assert_allclose(ds.actions(i)[:, :6], deltas[rows], atol=1e-6)
+    assert ds.metadata(0)["step_times_ns"][-1] < T0 + 5 * 10**9 + 150 * MS < ds.metadata(1)["step_times_ns"][0]
+
+    # on_gap: refuse names the bag and where the steps are missing, and writes nothing
+    assert main([str(tmp_path / "gap"), "--out", str(tmp_path / "refused"), "--config",
+                 str(_config_file(tmp_path, on_gap="refuse"))]) == 1
+    printed = capsys.readouterr()
+    assert re.search(r"gap: steps are missing mid-bag \((4\.9|5\.0|5\.1)\.\.\.6\.0 s: camera left", printed.err)
+    assert "on_gap: refuse" in printed.err and "nothing was written" in printed.out
+    assert not (tmp_path / "refused").exists()
+
+
+def test_unconfigured_command_topic_and_still_pose_are_refused_naming_what_the_bag_has(tmp_path, capsys):
+    rng = np.random.default_rng(7)
+    bag = BagBuilder(tmp_path / "still")
+    camera(bag, LEFT, 60, 33 * MS, rng)
+    camera(bag, WRIST, 60, 33 * MS, rng)
+    for k in range(20):  # the commands went to a topic the config does not name; the pose never moved
+        bag.twist("/spacemouse/delta", T0 + 40 * MS + k * DT, rng.normal(0, 0.01, 6))
+        bag.pose(POSE, T0 + 45 * MS + k * DT, [0.5, 0.0, 0.3], [0.0, 0.0, 0.0, 1.0])
+    bag.close()
+    report, = convert([tmp_path / "still"], tmp_path / "ds", config(gripper_topic=""), progress=False, skip_bad=True)
+    assert report.status == "error" and not (tmp_path / "ds").exists()
+    assert "every action taken from pose (/robot/pose) is zero in translation and rotation" in report.detail
+    assert "/spacemouse/delta (geometry_msgs/msg/TwistStamped)" in report.detail and "set delta_topic" in report.detail
+
+    # --skip-bad converts the others but still exits 1 when a bag was refused, unless --ok-if-skipped
+    good = BagBuilder(tmp_path / "bags" / "good")
+    camera(good, LEFT, 60, 33 * MS, rng)
+    camera(good, WRIST, 60, 33 * MS, rng)
+    commands(good, 15, rng)
+    good.close()
+    shutil.move(tmp_path / "still", tmp_path / "bags" / "still")
+    argv = [str(tmp_path / "bags"), "--out", str(tmp_path / "mixed"), "--config", str(_config_file(tmp_path)),
+            "--skip-bad"]
+    assert main(argv) == 1
+    printed = capsys.readouterr()
+    assert "1 bag(s) refused" in printed.err and "1 bag(s) converted into" in printed.out and "1 bad" in printed.out
+    assert open_dataset(tmp_path / "mixed").num_episodes == 1
+    assert main([*argv[:2], str(tmp_path / "mixed2"), *argv[3:], "--ok-if-skipped"]) == 0
+
+
 def test_faster_commands_are_composed_per_control_step(tmp_path):
     rng = np.random.default_rng(3)
     bag = BagBuilder(tmp_path / "fast")
@@ -186,7 +301,7 @@ def test_rerun_and_append_rules(tmp_path, capsys):
     assert main([str(tmp_path / "bags")] + dry) == 0 and not out.exists()  # dry run: checked, nothing written
     report = json.loads((tmp_path / "report.json").read_text())
     assert [(r["status"], r["task"], r["steps"]) for r in report] == [("checked", "task a", 8), ("checked", "task b", 8)]
-    assert "2 episode(s) with 16 steps checked (dry run" in capsys.readouterr().out
+    assert "2 bag(s) with 16 steps checked (dry run" in capsys.readouterr().out
     assert main([str(tmp_path / "bags" / "a"), "--out", str(out), "--config", str(_config_file(tmp_path))]) == 0
     assert main([str(tmp_path / "bags"), "--out", str(out), "--config", str(_config_file(tmp_path))]) == 0
     printed = capsys.readouterr()
@@ -209,7 +324,7 @@ def test_rerun_and_append_rules(tmp_path, capsys):
 
 def _config_file(tmp_path, **overrides):
     values = {"cameras": {"left": LEFT, "wrist": WRIST}, "image_size": None, "delta_topic": DELTA,
-              "gripper_topic": GRIPPER, **overrides}
+              "gripper_topic": GRIPPER, "state": False, **overrides}
     path = tmp_path / f"convert_{len(overrides)}_{overrides.get('fps', '')}.yaml"
     path.write_text(yaml.safe_dump(values))
     return path
@@ -238,3 +353,27 @@ def test_leftovers_of_a_killed_conversion_are_cleaned_or_restored(tmp_path):
     assert [r.status for r in reports] == ["present"]  # the restored dataset already has this bag
     assert open_dataset(out).num_episodes == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bag", "dataset", "elsewhere"]
+
+
+def test_mcap_messages_match_rosbags_order_and_bytes(tmp_path):
+    """MCAP messages are read with the mcap library (fast path), sqlite3 with rosbags: both give
+    the messages of the topics asked for, in log-time order, byte for byte as rosbags reads them."""
+    from uwm_teleop.bag_reading import Bag
+
+    rng = np.random.default_rng(3)
+    for storage in ("mcap", "sqlite3"):
+        bag = BagBuilder(tmp_path / storage, storage=storage)
+        camera(bag, LEFT, 40, 33 * MS, rng, jitter=3 * MS)
+        camera(bag, WRIST, 40, 33 * MS, rng, start=T0 + 5 * MS)
+        commands(bag, 12, rng)
+        bag.gripper(GRIPPER, T0 + 40 * MS, 1.0)  # the same log time as another topic's message
+        bag.close()
+        with Bag(tmp_path / storage) as reader:
+            assert (reader._mcap_files() is not None) == (storage == "mcap")
+            for topics in ([LEFT, DELTA, GRIPPER], [WRIST], list(reader.topics)):
+                fast = [(t, ns, bytes(raw)) for t, ns, raw in reader.messages(topics)]
+                reference = [(t, ns, bytes(raw)) for t, ns, raw in reader._rosbags_messages(topics)]
+                assert [ns for _, ns, _ in fast] == sorted(ns for _, ns, _ in fast)
+                assert sorted(fast) == sorted(reference) and len(fast) == sum(reader.message_counts[t] for t in topics)
+                for topic in topics:  # each topic's own order is exactly rosbags'
+                    assert [m for m in fast if m[0] == topic] == [m for m in reference if m[0] == topic]

@@ -157,6 +157,13 @@ def test_recorder_refuses_to_start_without_publishers(ros, node_processes, tmp_p
     try:
         response = client.start("anything")
         assert not response.success and "/nobody/left" in response.message and "no publisher" in response.message
+        # its output is a file, not a terminal (as under ros2 launch): the status comes as whole lines
+        deadline = time.monotonic() + 10
+        while "| dropped 0 | queue" not in recorder.output():
+            assert time.monotonic() < deadline, recorder.output()
+            time.sleep(0.1)
+        status_lines = [line for line in recorder.output().splitlines() if "[recorder] idle, 0 saved |" in line]
+        assert status_lines and "\r" not in recorder.output() and "\033[K" not in recorder.output()
         assert recorder.stop() == 0
     finally:
         client.close()

@@ -63,6 +63,11 @@ class ModelConfig:
     # dataset a randomly initialised encoder then drifts to a constant output before the policy
     # learns to look; frozen random features stay informative (and steps are faster).
     freeze_obs_encoder: bool = False
+    # Proprioception: the end-effector pose and gripper of each current frame (uwm_core.spatial
+    # .proprio_state, min-max normalised like the actions) joins the image features in the
+    # conditioning. Off in the paper (images only); state_dim is filled from the dataset.
+    use_state: bool = False
+    state_dim: int = 0
     # Transformer
     embed_dim: int = 768
     timestep_embed_dim: int = 512
@@ -135,6 +140,9 @@ def validate_model_config(cfg: ModelConfig) -> ModelConfig:
          f"must be [H, W] with both >= image_size={cfg.image_size}, got {list(cfg.resize_shape)}")
     need(cfg.num_inference_steps <= cfg.num_train_steps, "num_inference_steps",
          f"{cfg.num_inference_steps} exceeds num_train_steps={cfg.num_train_steps}")
+    need(not (cfg.use_state and cfg.variant == "pad"), "use_state",
+         "the PAD baseline conditions on latents only; proprioceptive state needs variant uwm or dp")
+    need(cfg.state_dim >= 0, "state_dim", f"must not be negative, got {cfg.state_dim}")
     need(len(cfg.patch_shape) == 3, "patch_shape", f"must be [H, W, T], got {list(cfg.patch_shape)}")
     factor = 2 ** (len(cfg.vae.block_out_channels) - 1)
     latent = cfg.image_size // factor

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import simplejpeg
 
 # encoding -> (channels, conversion to RGB or None when already RGB)
 RAW_ENCODINGS = {
@@ -18,6 +19,9 @@ RAW_ENCODINGS = {
 }
 
 
+JPEG_MAGIC = b"\xff\xd8"  # start of image: whatever the CompressedImage format string says
+
+
 class ImageDecodeError(ValueError):
     """An image that cannot be decoded; the message names the encoding or the size mismatch."""
 
@@ -26,8 +30,10 @@ def raw_image_problem(encoding: str, height: int, width: int, step: int, num_byt
     """Why a raw image with these header fields cannot be decoded, or None when it can."""
     if encoding not in RAW_ENCODINGS:
         return f"unsupported image encoding {encoding!r} (supported: {', '.join(RAW_ENCODINGS)})"
+    if height <= 0 or width <= 0:
+        return f"{encoding} image of {width}x{height}: it has no pixels"
     row_bytes = width * RAW_ENCODINGS[encoding][0]
-    if height <= 0 or width <= 0 or step < row_bytes or num_bytes < step * (height - 1) + row_bytes:
+    if step < row_bytes or num_bytes < step * (height - 1) + row_bytes:
         return f"{encoding} image of {width}x{height} with step {step} needs {step * height} bytes, got {num_bytes}"
     return None
 
@@ -48,8 +54,16 @@ def decode_raw(encoding: str, height: int, width: int, step: int, data) -> np.nd
 
 
 def decode_compressed(fmt: str, data) -> np.ndarray:
-    """A CompressedImage payload (jpeg, png) -> uint8 RGB (H, W, 3)."""
+    """A CompressedImage payload (jpeg, png) -> uint8 RGB (H, W, 3).
+
+    JPEG goes through libjpeg-turbo in strict mode (simplejpeg): corrupt data is an error, where
+    OpenCV would print libjpeg's warning and return the garbled picture."""
     buf = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.reshape(-1).view(np.uint8)
+    if buf[:2].tobytes() == JPEG_MAGIC:
+        try:
+            return simplejpeg.decode_jpeg(buf.tobytes(), colorspace="RGB", strict=True)
+        except ValueError as err:
+            raise ImageDecodeError(f"cannot decode JPEG (format {fmt!r}, {buf.size} bytes): {err}") from None
     image = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
     if image is None:
         raise ImageDecodeError(f"cannot decode compressed image (format {fmt!r}, {buf.size} bytes)")

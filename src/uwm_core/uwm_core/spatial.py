@@ -41,3 +41,21 @@ def clamp_delta(delta, max_translation: float, max_rotation: float) -> np.ndarra
         if norm > limit:
             delta[part] *= limit / norm
     return delta
+
+
+# Proprioceptive state: end-effector position (m), the first two columns of its rotation matrix
+# (a continuous rotation representation, unlike quaternions whose sign flips) and the gripper
+# command in effect (0 open .. 1 closed), all in the robot base frame.
+STATE_NAMES = ("x", "y", "z", "r00", "r10", "r20", "r01", "r11", "r21", "gripper")
+STATE_DIM = len(STATE_NAMES)
+
+
+def proprio_state(positions, quats_xyzw, gripper) -> np.ndarray:
+    """float32 (..., STATE_DIM) from positions (..., 3), quaternions (..., 4) and gripper (...)."""
+    positions = np.asarray(positions, dtype=np.float64)
+    quats = np.asarray(quats_xyzw, dtype=np.float64)
+    lead = positions.shape[:-1]
+    matrices = Rotation.from_quat(quats.reshape(-1, 4)).as_matrix().reshape(*lead, 3, 3)
+    columns = matrices[..., :, :2].swapaxes(-1, -2).reshape(*lead, 6)  # column 0 then column 1
+    gripper = np.broadcast_to(np.asarray(gripper, dtype=np.float64), lead)[..., None]
+    return np.concatenate([positions, columns, gripper], axis=-1).astype(np.float32)

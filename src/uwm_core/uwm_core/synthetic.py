@@ -109,12 +109,15 @@ def generate_episodes(num_episodes: int, seed: int, size: int = 32, max_steps: i
 
 
 def write_synthetic_dataset(path, num_episodes: int, seed: int, action_free: bool = False, size: int = 32,
-                            max_steps: int = 24, cameras=CAMERAS):
-    """Write expert episodes with uwm_core.data.DatasetWriter (``action_free``: video only)."""
+                            max_steps: int = 24, cameras=CAMERAS, with_state: bool = False):
+    """Write expert episodes with uwm_core.data.DatasetWriter (``action_free``: video only;
+    ``with_state``: the disc position as proprioceptive state)."""
     from .data import DatasetWriter
 
-    with DatasetWriter(path, cameras=list(cameras), fps=10, action_dim=ACTION_DIM) as writer:
+    state_dim = 2 if with_state else 0
+    with DatasetWriter(path, cameras=list(cameras), fps=10, action_dim=ACTION_DIM, state_dim=state_dim) as writer:
         for i, ep in enumerate(generate_episodes(num_episodes, seed, size, max_steps)):
             writer.add_episode(frames={cam: ep.frames[cam] for cam in cameras}, actions=None if action_free else ep.actions,
-                               task="reach a goal bar", metadata={"mode": ep.mode, "synthetic_seed": seed, "index": i})
+                               task="reach a goal bar", metadata={"mode": ep.mode, "synthetic_seed": seed, "index": i},
+                               state=ep.positions if with_state else None)
     return path

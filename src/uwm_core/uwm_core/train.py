@@ -57,7 +57,7 @@ from tqdm import tqdm
 from .checkpoint import TRAINING_STATE_FILE, load_checkpoint, read_checkpoint_config, save_checkpoint
 from .config import config_dir, load_model_config, model_config_to_dict
 from .data import (ColorJitter, EpisodeSamples, LatentCache, Mixture, ShardedSampler, action_normalizer,
-                   open_dataset, sample_spec, split_episodes)
+                   open_dataset, sample_spec, split_episodes, state_normalizer)
 from .durable import recover_staging
 from .learning_curve import plot_learning_curve
 from .model import UnifiedWorldModel
@@ -346,8 +346,8 @@ class Objective(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, obs, actions, next_latents, has_actions):
-        return self.model.loss(obs, actions, next_latents, has_actions)
+    def forward(self, obs, actions, next_latents, has_actions, state):
+        return self.model.loss(obs, actions, next_latents, has_actions, state)
 
 
 def batch_loss(objective: nn.Module, model: UnifiedWorldModel, batch: dict, device: torch.device, bf16: bool):
@@ -355,6 +355,7 @@ def batch_loss(objective: nn.Module, model: UnifiedWorldModel, batch: dict, devi
     obs = batch["obs"].to(device, non_blocking=True)
     actions = batch["actions"].to(device, non_blocking=True)
     has_actions = batch["has_actions"].to(device, non_blocking=True)
+    state = batch["state"].to(device, non_blocking=True) if "state" in batch else None
     next_latents = None
     if model.vae is not None:
         if "next_latents" in batch:
@@ -362,7 +363,7 @@ def batch_loss(objective: nn.Module, model: UnifiedWorldModel, batch: dict, devi
         else:
             next_latents = model.encode_frames(batch["next_obs"].to(device, non_blocking=True))
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and native_bf16(device)):
-        return objective(obs, actions, next_latents, has_actions)
+        return objective(obs, actions, next_latents, has_actions, state)
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -460,16 +461,18 @@ def evaluate(model: UnifiedWorldModel, samples, normalizer, cfg: TrainConfig, st
     picks = np.unique(np.linspace(0, len(samples) - 1, min(cfg.eval_samples, len(samples))).astype(int))
     batch = torch.utils.data.default_collate([samples[int(i)] for i in picks])
     obs, actions = batch["obs"].to(device), batch["actions"].to(device)
+    state = batch["state"].to(device) if "state" in batch else None
     labelled = batch["has_actions"].to(device)
     g = torch.Generator(device).manual_seed(cfg.seed)
     stats = {}
     if labelled.any():
-        pred, _ = model.sample("policy", obs[labelled], generator=g)
+        state_l = None if state is None else state[labelled]
+        pred, _ = model.sample("policy", obs[labelled], generator=g, state=state_l)
         err = normalizer.unnormalize(pred.float()) - normalizer.unnormalize(actions[labelled])
         stats["eval/action_mse"] = float(err.pow(2).mean())
-        stats.update(observation_use(model, obs[labelled], pred, cfg.seed))
+        stats.update(observation_use(model, obs[labelled], pred, cfg.seed, state_l))
     if model.vae is not None:
-        _, latents = model.sample("forward_dynamics", obs, actions=actions, generator=g)
+        _, latents = model.sample("forward_dynamics", obs, actions=actions, generator=g, state=state)
         predicted = model.decode_latents(latents.float())  # (B, V, To, 3, S, S)
         true = batch["next_obs"].to(device)
         stats["eval/forward_dynamics_mse"] = float((predicted - true).pow(2).mean())
@@ -487,18 +490,20 @@ def evaluate(model: UnifiedWorldModel, samples, normalizer, cfg: TrainConfig, st
 
 
 @torch.no_grad()
-def observation_use(model: UnifiedWorldModel, obs: torch.Tensor, policy: torch.Tensor, seed: int) -> dict:
+def observation_use(model: UnifiedWorldModel, obs: torch.Tensor, policy: torch.Tensor, seed: int,
+                    state: torch.Tensor | None = None) -> dict:
     """Does the policy look at its cameras? (a policy that ignores them replays an average motion)
 
     ``eval/obs_sensitivity``: RMS change of the normalised policy actions when each sample gets
-    another sample's observation (the batch rolled by one), with the same noise; 0 means the
-    cameras are ignored. ``eval/obs_feature_spread``: the encoder features' std across samples,
+    another sample's camera images (the batch rolled by one; the proprioceptive state stays), with
+    the same noise; 0 means the cameras are ignored. ``eval/obs_feature_spread``: the encoder features' std across samples,
     averaged over features (it falls towards 0 when the encoder collapses to a constant).
     ``policy``: the actions already sampled for ``obs`` from a generator seeded with ``seed``.
     """
     if len(obs) < 2 or model.obs_encoder is None:
         return {}
-    other, _ = model.sample("policy", obs.roll(1, dims=0), generator=torch.Generator(obs.device).manual_seed(seed))
+    other, _ = model.sample("policy", obs.roll(1, dims=0), generator=torch.Generator(obs.device).manual_seed(seed),
+                            state=state)
     features = model.obs_encoder(obs)  # (B, V*To*F)
     return {"eval/obs_sensitivity": float((policy - other).pow(2).mean().sqrt()),
             "eval/obs_feature_spread": float(features.std(dim=0).mean())}
@@ -554,13 +559,23 @@ def _train(cfg: TrainConfig, d: Dist) -> Path:
             raise ValueError(f"init_from: the checkpoint {cfg.init_from} has cameras {ckpt_cfg.cameras} and "
                              f"action_dim {adim}, but {robot[0].path} has cameras {robot[0].cameras} and "
                              f"action_dim {robot[0].action_dim}")
+        if ckpt_cfg.use_state and ckpt_cfg.state_dim != robot[0].state_dim:
+            raise ValueError(f"init_from: the checkpoint {cfg.init_from} uses proprioceptive state of "
+                             f"{ckpt_cfg.state_dim} dims, {robot[0].path} has state_dim {robot[0].state_dim}")
         model, normalizer, _ = load_checkpoint(cfg.init_from)  # its normaliser, as the reference does
         say(f"initialised from {cfg.init_from} (its architecture and action normaliser)")
     else:
         mcfg = load_model_config(cfg.model_preset, {**cfg.model, "cameras": list(robot[0].cameras),
-                                                    "action_dim": robot[0].action_dim})
+                                                    "action_dim": robot[0].action_dim,
+                                                    "state_dim": robot[0].state_dim})
+        if mcfg.use_state and not mcfg.state_dim:
+            raise ValueError(f"model.use_state: {robot[0].path} has no proprioceptive state (convert the bags "
+                             f"with uwm-bag2dataset, which records the end-effector pose and gripper), or set "
+                             f"model.use_state=false")
         model = UnifiedWorldModel(mcfg)
         normalizer = action_normalizer(robot)
+        if model.state_dim:
+            model.set_state_stats(state_normalizer(robot))
     model.to(d.device)
     mcfg = model.cfg
 

@@ -13,10 +13,31 @@ a sentence naming the camera and the numbers.
 from __future__ import annotations
 
 import bisect
+import re
 import threading
 from dataclasses import dataclass
 
 MAX_FRAMES_PER_CAMERA = 120
+
+
+def camera_topic_mismatch(cameras: list[str], topics: list[str]) -> str | None:
+    """Why ``topics`` (one per checkpoint camera, in order) do not look like those cameras, or None.
+
+    A topic names its camera when the camera's name is one of its words (split at / _ -), as in
+    /cameras/left/image_raw for 'left'. Topics in another order than the checkpoint's cameras,
+    or that name none of them, would feed a view to the model as another view, silently."""
+    words = [set(re.split(r"[/_\-]+", topic)) for topic in topics]
+    for camera, topic, named in zip(cameras, topics, words):
+        if camera in named:
+            continue
+        others = [c for c in cameras if c != camera and c in named]
+        if others:
+            return (f"camera_topics are not in the checkpoint's camera order {cameras}: {topic} (given for camera "
+                    f"{camera!r}) is camera {others[0]!r}'s")
+        return (f"camera topic {topic} does not name the checkpoint's camera {camera!r} (checkpoint cameras "
+                f"{cameras}, in order): name topics after the cameras, or set check_camera_names:=false if these "
+                f"topics are the right views")
+    return None
 
 
 class NotReady(Exception):
@@ -34,30 +55,41 @@ class Observation:
 
 
 class CameraBuffers:
-    """Thread-safe per-camera buffers of (stamp seconds, message), pruned to ``keep_s``."""
+    """Thread-safe per-camera buffers of (stamp seconds, message), pruned to the last ``keep_s``
+    before now; frames stamped more than ``max_future_s`` after now are refused."""
 
-    def __init__(self, cameras: list[str], keep_s: float):
+    def __init__(self, cameras: list[str], keep_s: float, max_future_s: float):
         self.cameras = list(cameras)
         self.keep_s = keep_s
+        self.max_future_s = max_future_s
         self._lock = threading.Lock()
         self._stamps = {c: [] for c in self.cameras}
         self._items = {c: [] for c in self.cameras}
         self._problems: dict[str, str] = {}
         self.received = {c: 0 for c in self.cameras}
 
-    def add(self, camera: str, stamp_s: float, item) -> None:
-        """Store a frame; out-of-order frames are inserted by stamp. Clears the camera's problem."""
+    def add(self, camera: str, stamp_s: float, item, now_s: float) -> str | None:
+        """Store a frame received at ``now_s``; out-of-order frames are inserted by stamp. Clears the
+        camera's problem. A frame stamped in the future is refused and becomes the camera's problem
+        (returned): kept, it would outlive every good frame after it."""
+        ahead_s = stamp_s - now_s
+        if ahead_s > self.max_future_s:
+            problem = (f"frame stamped {ahead_s:.2f} s in the future (max_future_stamp_s={self.max_future_s}): its "
+                       f"clock is not synchronised with this node's; refused")
+            self.set_problem(camera, problem)
+            return problem
         with self._lock:
             stamps, items = self._stamps[camera], self._items[camera]
             at = bisect.bisect_right(stamps, stamp_s)
             stamps.insert(at, stamp_s)
             items.insert(at, item)
-            cutoff = stamps[-1] - self.keep_s
+            cutoff = now_s - self.keep_s  # by the time of arrival, not by the newest stamp
             drop = max(bisect.bisect_left(stamps, cutoff), len(stamps) - MAX_FRAMES_PER_CAMERA)
             if drop > 0:
                 del stamps[:drop], items[:drop]
             self._problems.pop(camera, None)
             self.received[camera] += 1
+        return None
 
     def set_problem(self, camera: str, problem: str) -> None:
         """Mark a camera unusable (e.g. a bad encoding) until its next good frame."""
@@ -75,9 +107,9 @@ class CameraBuffers:
         with self._lock:
             return {c: (s[-1] if s else None) for c, s in self._stamps.items()}
 
-    def health(self, now_s: float, max_age_s: float, max_skew_s: float, topics: dict[str, str]) -> str | None:
-        """Why the cameras cannot be trusted right now (bad frames, none yet, stale, stamped in the
-        future beyond ``max_skew_s``: another clock), or None."""
+    def health(self, now_s: float, max_age_s: float, topics: dict[str, str]) -> str | None:
+        """Why the cameras cannot be trusted right now (bad frames, none yet, stale, stamped more
+        than ``max_future_s`` ahead: this node's clock went back since they came), or None."""
         with self._lock:
             problems = dict(self._problems)
             newest = {c: (s[-1] if s else None) for c, s in self._stamps.items()}
@@ -91,9 +123,9 @@ class CameraBuffers:
             age = now_s - newest[cam]
             if age > max_age_s:
                 return f"camera {cam!r} ({topics[cam]}): newest frame is {age:.2f} s old (max_frame_age_s={max_age_s})"
-            if -age > max_skew_s:
+            if -age > self.max_future_s:
                 return (f"camera {cam!r} ({topics[cam]}): newest frame is stamped {-age:.2f} s in the future "
-                        f"(its clock is not synchronised with this node's)")
+                        f"(max_future_stamp_s={self.max_future_s}: its clock is not synchronised with this node's)")
         return None
 
     def frame_sets(self, now_s: float, period_s: float, count: int, max_skew_s: float, max_age_s: float,

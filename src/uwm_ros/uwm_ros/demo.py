@@ -33,8 +33,8 @@ from pathlib import Path
 
 import yaml
 
-from .orchestration import (OrchestrationError, console_script, cooperative_threads, isolate_ros_graph, log_tail,
-                            ros_config_file, run_logged)
+from .orchestration import (OrchestrationError, console_script, cooperative_threads, exclusive_threads_env,
+                            isolate_ros_graph, log_tail, ros_config_file, run_logged)
 from .sim.rendering import RenderingUnavailable, check_rendering
 
 MARKER = ".uwm-demo"  # marks a directory as uwm-demo output (re-runs may replace its contents)
@@ -177,7 +177,7 @@ class Demo:
                      "run_name": "train", "device": "cpu"}
         argv = train_argv(s["recipe"], overrides)
         try:
-            run_logged("uwm-train", argv, log, say=self.say)
+            run_logged("uwm-train", argv, log, env=exclusive_threads_env(), say=self.say)  # nothing else runs
         except OrchestrationError as err:
             raise self._stage_error("train", err, log) from None
         checkpoint = self.out / "train" / "checkpoint"

@@ -71,6 +71,7 @@ class EvalSettings:
     video_episodes: int = 2
     image_size: int | None = None  # rendered camera size; None: config/sim.yaml's
     device: str = "cpu"
+    precision: str = "auto"  # inference arithmetic of the policy: auto, fp32, bf16, fp16 (CUDA)
     real_time: bool = False
     policy_seed: int = 0  # chunk n of the policy is sampled with policy_seed + n
     torch_threads: int = 0
@@ -127,8 +128,9 @@ class RolloutRecorder:
     """Subscribes to the sim's cameras and status and the policy's commands and status; keeps the
     frames and commands of the episode being recorded (all callbacks on the client's thread)."""
 
-    def __init__(self, ros: RosClient, camera_topics: dict[str, str], gripper_topic: str, period_ns: int):
-        from geometry_msgs.msg import TwistStamped
+    def __init__(self, ros: RosClient, camera_topics: dict[str, str], gripper_topic: str, pose_topic: str,
+                 period_ns: int):
+        from geometry_msgs.msg import PoseStamped, TwistStamped
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image
         from std_msgs.msg import Float32, String
@@ -147,6 +149,7 @@ class RolloutRecorder:
         self.frames: dict[int, dict] = {}  # stamp ns -> {camera: rgb}
         self.deltas: list[tuple[int, np.ndarray]] = []
         self.grippers: list[tuple[int, float]] = []  # stamped with the tick's delta (Float32 has no header)
+        self.poses: list[tuple[int, np.ndarray]] = []  # measured (position, quat xyzw) while frames are kept
         reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         node = ros.node
         for camera, topic in camera_topics.items():
@@ -155,6 +158,7 @@ class RolloutRecorder:
         node.create_subscription(String, f"{POLICY_NODE}/status", self._on_policy_status, 10)
         node.create_subscription(TwistStamped, f"{POLICY_NODE}/delta_ee", self._on_delta, reliable)
         node.create_subscription(Float32, gripper_topic, self._on_gripper, reliable)
+        node.create_subscription(PoseStamped, pose_topic, self._on_pose, reliable)
 
     @staticmethod
     def _stamp_ns(header) -> int:
@@ -195,25 +199,43 @@ class RolloutRecorder:
             if self._recording and self.deltas:
                 self.grippers.append((self.deltas[-1][0], float(msg.data)))
 
+    def _on_pose(self, msg) -> None:
+        p, q = msg.pose.position, msg.pose.orientation
+        with self.lock:
+            if self._keep_frames:
+                self.poses.append((self._stamp_ns(msg.header), np.array([p.x, p.y, p.z, q.x, q.y, q.z, q.w])))
+
     def begin(self, keep_frames: bool) -> None:
         """Start recording (before the sim's reset, so that the episode's first frame set is kept)."""
         with self.lock:
             self._recording, self._keep_frames = True, keep_frames
-            self.frames, self.deltas, self.grippers = {}, [], []
+            self.frames, self.deltas, self.grippers, self.poses = {}, [], [], []
 
     def end(self, episode: int) -> dict:
         """Stop recording; the frame sets of sim episode ``episode`` (complete ones) and the commands."""
         with self.lock:
-            frames, deltas, grippers = self.frames, self.deltas, self.grippers
+            frames, deltas, grippers, poses = self.frames, self.deltas, self.grippers, self.poses
             self._recording, self._keep_frames = False, False
-            self.frames, self.deltas, self.grippers = {}, [], []
+            self.frames, self.deltas, self.grippers, self.poses = {}, [], [], []
             start = self._episode_starts.get(episode, 0) - self._period_ns // 2
         complete = {s: f for s, f in frames.items() if len(f) == len(self.cameras) and s >= start}
-        return {"episode": episode, "frames": dict(sorted(complete.items())), "deltas": deltas, "grippers": grippers}
+        return {"episode": episode, "frames": dict(sorted(complete.items())), "deltas": deltas, "grippers": grippers,
+                "poses": poses}
 
     def latest(self) -> tuple[dict | None, dict | None]:
         with self.lock:
             return self.status, self.policy_status
+
+
+def record_states(record: dict, stamps) -> np.ndarray:
+    """The proprioceptive state at each frame-set stamp of a recorded rollout, as datasets store it
+    (rows before the first recorded pose are NaN)."""
+    from uwm_teleop.alignment import states_at
+
+    poses, grippers = record.get("poses", []), record["grippers"]
+    states, _ = states_at(stamps, [t for t, _ in poses], [p for _, p in poses] or np.zeros((0, 7)),
+                          [t for t, _ in grippers], [g for _, g in grippers])
+    return states
 
 
 def step_actions(stamps: list[int], deltas, grippers) -> np.ndarray:
@@ -329,10 +351,13 @@ def predicted_frames_strip(wm, record: dict, path: Path, seed: int = 0) -> dict 
     current = {c: np.stack([sets[t - To + 1 + i][c] for i in range(To)]) for c in wm.cameras}
     actual = {c: np.stack([sets[t + Ta + i][c] for i in range(To)]) for c in wm.cameras}
     chunk = actions[t:t + Ta]
+    state = record_states(record, stamps[t - To + 1:t + 1]) if wm.state_dim else None
+    if state is not None and not np.isfinite(state).all():
+        return None  # no measured pose recorded that early
     if mode == "forward_dynamics":
-        predicted = wm.predict_next_frames(current, chunk, seed=seed)
+        predicted = wm.predict_next_frames(current, chunk, seed=seed, state=state)
     else:
-        predicted = wm.predict_video(current, seed=seed)
+        predicted = wm.predict_video(current, seed=seed, state=state)
 
     def view(frames):  # what the model sees: resized and centre-cropped
         return float_to_frames(model_view(frames, wm.config.resize_shape, wm.image_size))
@@ -356,10 +381,11 @@ def wall_clock_latency(wm, record: dict, calls: int = LATENCY_CALLS) -> dict:
     else:
         size = wm.image_size
         images = {c: np.full((wm.obs_horizon, size, size, 3), 127, np.uint8) for c in wm.cameras}
+    state = np.zeros((wm.obs_horizon, wm.state_dim)) if wm.state_dim else None  # the time does not depend on it
     times = []
     for i in range(calls + 1):  # the first call warms up
         started = time.perf_counter()
-        wm.predict_actions(images, seed=i)
+        wm.predict_actions(images, seed=i, state=state)
         times.append(time.perf_counter() - started)
     return {"median_s": round(float(np.median(times[1:])), 4), "max_s": round(float(np.max(times[1:])), 4),
             "calls": calls}
@@ -385,7 +411,8 @@ def evaluate(settings: EvalSettings, say=print) -> dict:
     if settings.image_size:
         sim_overrides.update(image_width=settings.image_size, image_height=settings.image_size)
     policy_overrides = {"checkpoint": str(Path(settings.checkpoint).resolve()), "device": settings.device,
-                        "use_sim_time": not settings.real_time, "seed": settings.policy_seed,
+                        "precision": settings.precision, "use_sim_time": not settings.real_time,
+                        "seed": settings.policy_seed,
                         "camera_topics": list(camera_topics.values()), "torch_threads": settings.torch_threads,
                         "status_period_s": 0.5, "autostart": False}
     started = time.monotonic()
@@ -401,7 +428,7 @@ def evaluate(settings: EvalSettings, say=print) -> dict:
         with RosClient("uwm_eval_sim", watch=processes) as ros:
             from .sim_demos import reset_sim
 
-            recorder = RolloutRecorder(ros, camera_topics, sim_params["gripper_topic"],
+            recorder = RolloutRecorder(ros, camera_topics, sim_params["gripper_topic"], sim_params["ee_pose_topic"],
                                        round(1e9 / sim_params["control_rate_hz"]))
             policy = LifecycleClient(ros, POLICY_NODE)
             say(f"configuring {POLICY_NODE} with {settings.checkpoint} (loads the model, one warm-up inference)")
@@ -471,7 +498,7 @@ def _finish(settings, model_cfg, results, records, timings, out_dir: Path, log_d
     successes = sum(r.success for r in results)
     low, high = wilson_interval(successes, len(results))
     started = time.monotonic()
-    wm = WorldModel.from_checkpoint(settings.checkpoint, device=settings.device)
+    wm = WorldModel.from_checkpoint(settings.checkpoint, device=settings.device, precision=settings.precision)
     artefacts = {}
     video_records = [(r, rec) for r, rec in zip(results, records) if rec["frames"]][:settings.video_episodes]
     if video_records:
@@ -548,6 +575,8 @@ def main(argv=None) -> int:
     parser.add_argument("--video-episodes", type=int, default=2, help="rollouts saved in rollouts.mp4 (default 2)")
     parser.add_argument("--image-size", type=int, help="rendered camera size in pixels (default: config/sim.yaml)")
     parser.add_argument("--device", default="cpu", help="policy device: cpu, cuda, auto (default cpu)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                        help="inference arithmetic (default auto: bf16 where the CPU or GPU computes it natively)")
     parser.add_argument("--real-time", action="store_true", help="pace the sim by the wall clock (default: fast, "
                         "simulated time, lockstep with the policy)")
     parser.add_argument("--policy-seed", type=int, default=0, help="action sampling seed of the policy node")
@@ -559,7 +588,8 @@ def main(argv=None) -> int:
     settings = EvalSettings(checkpoint=args.checkpoint, task=args.task, episodes=args.episodes,
                             first_seed=args.first_seed, max_steps=args.max_steps, out_dir=args.out,
                             video_episodes=args.video_episodes, image_size=args.image_size, device=args.device,
-                            real_time=args.real_time, policy_seed=args.policy_seed, torch_threads=args.torch_threads)
+                            precision=args.precision, real_time=args.real_time, policy_seed=args.policy_seed,
+                            torch_threads=args.torch_threads)
     try:
         check_inputs(settings, read_node_params(ros_config_file("sim.yaml")))
         check_rendering()  # RenderingUnavailable names the package to install

@@ -11,6 +11,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -27,6 +28,7 @@ class InferenceJob:
     motion_at_request: int
     observation: Observation
     requested_at_s: float  # node clock
+    state: np.ndarray | None = None  # proprioceptive state of the frame sets (obs_horizon, S)
 
 
 @dataclass
@@ -104,7 +106,7 @@ class JobThread:
 class InferenceWorker(JobThread):
     """Samples action chunks; the newest finished result waits in a slot for the control tick."""
 
-    def __init__(self, predict: Callable[[dict, int], np.ndarray], decode: Callable[[Observation], dict],
+    def __init__(self, predict: Callable[[dict, InferenceJob], np.ndarray], decode: Callable[[Observation], dict],
                  clock_s: Callable[[], float]):
         self._predict, self._decode, self._clock_s = predict, decode, clock_s
         self._result: InferenceResult | None = None
@@ -133,11 +135,13 @@ class InferenceWorker(JobThread):
         except ImageDecodeError as exc:
             return InferenceResult(job, None, None, self._clock_s() - job.requested_at_s, error=str(exc))
         try:
-            actions = np.asarray(self._predict(images, job.job_id))
+            actions = np.asarray(self._predict(images, job))
         except Exception as exc:  # any model failure stops the robot through the fault path
-            detail = traceback.format_exc(limit=3)
+            where = traceback.extract_tb(exc.__traceback__)[-1]  # one line: the fault goes to ~/status too
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             return InferenceResult(job, None, images, self._clock_s() - job.requested_at_s,
-                                   fault=f"inference failed: {type(exc).__name__}: {exc}\n{detail}")
+                                   fault=f"inference failed: {type(exc).__name__}: {first_line} (in {where.name}, "
+                                         f"{Path(where.filename).name}:{where.lineno})")
         latency = self._clock_s() - job.requested_at_s
         if not np.isfinite(actions).all():
             bad = np.argwhere(~np.isfinite(actions))[0].tolist()

@@ -41,7 +41,7 @@ from collections import deque
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -54,9 +54,10 @@ from std_msgs.msg import String
 from uwm_core.image_codec import encode_raw, raw_image_problem
 from uwm_core.spatial import ACTION_DIM
 from uwm_teleop.command_interface import CommandInterface, declare_command_parameters, settings_from_node
+from uwm_teleop.parameters import declare_parameters, parameter_value
 from uwm_teleop.spinning import spin
 
-from .camera_sync import CameraBuffers, NotReady
+from .camera_sync import CameraBuffers, NotReady, camera_topic_mismatch
 from .chunk_scheduler import Chunk, ChunkScheduler, TickGrid
 from .inference_worker import InferenceJob, InferenceWorker, LatestJobThread, decode_observation
 
@@ -67,15 +68,27 @@ TIMING_WINDOW = 200
 # GIL hand-back in a control tick (each publish, each log line) can wait that long, and a tick
 # stretches to a second on a busy 2-core machine. 0.5 ms keeps ticks on time for a little overhead.
 GIL_SWITCH_INTERVAL_S = 0.0005
+# Hard bounds on what the parameters may ask for. The per-step clamps times the control rate are the
+# top Cartesian speeds; above the Franka Panda's documented Cartesian velocity limits they are refused.
+FRANKA_MAX_SPEED_M_S, FRANKA_MAX_SPEED_RAD_S = 1.7, 2.5
+MAX_CONTROL_RATE_HZ = 100.0
+NOT_READY_WARN_S = 1.0  # frame sets unusable for longer than this are a warning (sync, age), not a start-up wait
+SIGNAL_CHECK_PERIOD_S = 0.2  # the longest a SIGINT/SIGTERM waits to be seen, in every lifecycle state
 SHUTDOWN_JOIN_S = 300.0  # shutdown waits this long for a running inference (a paper-size chunk on a CPU)
 
 # name -> (default, description). The command parameters come from uwm_teleop.command_interface.
 POLICY_PARAMETERS = {
     "checkpoint": ("", "checkpoint directory written by uwm-train (required)"),
     "device": ("auto", "torch device for inference: auto (cuda when available, else cpu), cpu, cuda, cuda:N"),
+    "precision": ("auto", "inference arithmetic: auto (bf16 where the CPU or GPU computes it natively, else fp32), "
+                          "fp32, bf16, fp16 (CUDA only)"),
+    "compile": ("auto", "torch.compile the denoiser step at configure (static shapes, CUDA graphs on CUDA; eager with "
+                        "a warning where compilation fails): auto (on CUDA only), on, off"),
     "camera_topics": (["/cameras/left/image_raw", "/cameras/right/image_raw", "/cameras/wrist/image_raw"],
                       "camera topics in the order of the checkpoint's cameras; a topic ending in /compressed is "
                       "sensor_msgs/CompressedImage, any other sensor_msgs/Image"),
+    "check_camera_names": (True, "refuse camera_topics that do not name the checkpoint's cameras in its order (e.g. "
+                                 "/cameras/left/image_raw for 'left'); false for topics named otherwise"),
     "max_frame_skew_s": (0.05, "frames of one observation must have header stamps within this of each other (s)"),
     "max_frame_age_s": (0.5, "hold when a camera's newest frame is older than this (s)"),
     "control_rate_hz": (10.0, "control ticks per second (the rate the checkpoint's actions were recorded at)"),
@@ -115,11 +128,12 @@ def percentile(values, q: float) -> float | None:
 
 class PolicyNode(LifecycleNode):
     def __init__(self, load_world_model=None, **kwargs):
-        """``load_world_model(path, device)`` builds the model (default ``WorldModel.from_checkpoint``)."""
+        """``load_world_model(path, device, precision, compile)`` builds the model (default
+        ``WorldModel.from_checkpoint``)."""
         super().__init__(NODE_NAME, **kwargs)
-        for name, (default, description) in POLICY_PARAMETERS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=description))
+        declare_parameters(self, POLICY_PARAMETERS)
         declare_command_parameters(self)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         self._load_world_model = load_world_model
         self._state_label = "unconfigured"
         self._io_group = ReentrantCallbackGroup()
@@ -144,6 +158,17 @@ class PolicyNode(LifecycleNode):
         self._grid = None
         self._fault = None
 
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        """Every parameter but use_sim_time is read at configure: a change while configured would be
+        accepted and silently ignored, so it is refused with the way to apply it."""
+        if self._state_label in ("inactive", "active"):
+            read_at_configure = [param.name for param in params if param.name != "use_sim_time"]
+            if read_at_configure:
+                return SetParametersResult(successful=False, reason=(
+                    f"{', '.join(read_at_configure)}: read at configure, the node is {self._state_label}; deactivate "
+                    f"and clean up, set them, then configure again"))
+        return SetParametersResult(successful=True)
+
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             self._configure()
@@ -155,7 +180,10 @@ class PolicyNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _configure(self) -> None:
-        p = {name: self.get_parameter(name).value for name in POLICY_PARAMETERS}
+        try:
+            p = {name: parameter_value(self, name, default) for name, (default, _) in POLICY_PARAMETERS.items()}
+        except ValueError as err:
+            raise ConfigureError(str(err)) from None
         self._params = p
         topics = list(p["camera_topics"])
         if not topics or any(not t for t in topics) or len(set(topics)) != len(topics):
@@ -166,11 +194,31 @@ class PolicyNode(LifecycleNode):
                 raise ConfigureError(f"parameter {name}={p[name]} must be a positive number")
         if p["replan_margin_s"] < 0:
             raise ConfigureError(f"parameter replan_margin_s={p['replan_margin_s']} must not be negative")
+        if p["control_rate_hz"] > MAX_CONTROL_RATE_HZ:
+            raise ConfigureError(f"parameter control_rate_hz={p['control_rate_hz']:g} is above {MAX_CONTROL_RATE_HZ:g} "
+                                 f"Hz, the fastest this node's Python control loop keeps to its grid")
         command_settings = settings_from_node(self)  # ValueError names the parameter
+        for per_step, limit, unit in (("max_translation_per_step", FRANKA_MAX_SPEED_M_S, "m/s"),
+                                      ("max_rotation_per_step", FRANKA_MAX_SPEED_RAD_S, "rad/s")):
+            speed = getattr(command_settings, per_step) * p["control_rate_hz"]
+            if speed > limit:
+                raise ConfigureError(f"parameters {per_step}={getattr(command_settings, per_step):g} and "
+                                     f"control_rate_hz={p['control_rate_hz']:g} allow {speed:.3g} {unit}, above the "
+                                     f"Franka's Cartesian limit of {limit} {unit}: lower the per-step clamp (the top "
+                                     f"speed is clamp x rate)")
         if not p["checkpoint"]:
             raise ConfigureError("parameter checkpoint is empty: set it to a checkpoint directory "
                                  "(e.g. -p checkpoint:=runs/x/checkpoint or checkpoint:=... in the launch)")
         device = resolve_device(p["device"])
+        from uwm_core.model.precision import resolve_precision  # torch: imported when configuring
+
+        try:
+            precision = resolve_precision(p["precision"], device)
+        except ValueError as err:
+            raise ConfigureError(f"parameter {err}") from None
+        if p["compile"] not in ("auto", "on", "off"):
+            raise ConfigureError(f"parameter compile={p['compile']!r} is not one of auto, on, off")
+        compile_step = {"on": True, "off": False}.get(p["compile"], device.startswith("cuda"))
         if p["torch_threads"] > 0:
             import torch
             torch.set_num_threads(p["torch_threads"])
@@ -179,12 +227,18 @@ class PolicyNode(LifecycleNode):
         if load is None:
             from uwm_core import WorldModel
             load = WorldModel.from_checkpoint
-        self.get_logger().info(f"loading checkpoint {p['checkpoint']} on {device}")
-        wm = load(p["checkpoint"], device)
+        self.get_logger().info(f"loading checkpoint {p['checkpoint']} on {device}, precision {precision}"
+                               + (" (auto)" if p["precision"] == "auto" else ""))
+        wm = load(p["checkpoint"], device, precision, compile_step)
+        if compile_step:
+            log = self.get_logger().info if wm.compile_status.startswith("compiled") else self.get_logger().warning
+            log(f"denoiser step: {wm.compile_status}")
         if len(wm.cameras) != len(topics):
             raise ConfigureError(f"parameter camera_topics has {len(topics)} topics {topics} but checkpoint "
                                  f"{p['checkpoint']} was trained with {len(wm.cameras)} cameras {wm.cameras}; "
                                  f"give one topic per camera, in that order")
+        if p["check_camera_names"] and (mismatch := camera_topic_mismatch(wm.cameras, topics)):
+            raise ConfigureError(f"checkpoint {p['checkpoint']}: {mismatch}")
         if wm.action_dim != ACTION_DIM:
             raise ConfigureError(f"checkpoint {p['checkpoint']} has action_dim={wm.action_dim}; the robot "
                                  f"interface needs {ACTION_DIM} ([dx, dy, dz, rx, ry, rz, gripper])")
@@ -201,7 +255,7 @@ class PolicyNode(LifecycleNode):
         started = time.perf_counter()
         size = wm.image_size
         warm = wm.predict_actions({c: np.full((wm.obs_horizon, size, size, 3), 127, np.uint8) for c in self._cameras},
-                                  seed=0)
+                                  seed=0, state=np.zeros((wm.obs_horizon, wm.state_dim)) if wm.state_dim else None)
         self._warmup_latency_s = time.perf_counter() - started
         if not np.isfinite(warm).all():
             raise ConfigureError(f"checkpoint {p['checkpoint']}: warm-up inference produced non-finite actions")
@@ -212,7 +266,7 @@ class PolicyNode(LifecycleNode):
 
         self._cmd = CommandInterface(self, command_settings, callback_group=self._io_group)
         keep_s = (wm.obs_horizon - 1) * self._period_s + p["max_frame_age_s"] + p["max_frame_skew_s"] + 0.25
-        self._buffers = CameraBuffers(self._cameras, keep_s)
+        self._buffers = CameraBuffers(self._cameras, keep_s, command_settings.max_future_stamp_s)
         for cam, topic in self._topics.items():
             msg_type = CompressedImage if topic.rstrip("/").endswith(COMPRESSED_SUFFIX) else Image
             self._camera_subs.append(self.create_subscription(
@@ -232,6 +286,8 @@ class PolicyNode(LifecycleNode):
         self._tick_times = deque(maxlen=TIMING_WINDOW)
         self._latencies = deque(maxlen=TIMING_WINDOW)
         self._hold_reason = "inactive"
+        self._not_ready_since = None  # node-clock time since when no frame set was usable
+        self._observation_error = None  # why the last observation could not be decoded
         self._last_frame_age_s = self._last_frame_skew_s = None
         self._results_discarded = 0
         self._status_timer = self.create_timer(p["status_period_s"], self._publish_status,
@@ -239,8 +295,8 @@ class PolicyNode(LifecycleNode):
 
     @staticmethod
     def _make_predict(wm, seed: int):
-        def predict(images: dict, job_id: int) -> np.ndarray:
-            return wm.predict_actions(images, seed=None if seed < 0 else seed + job_id)
+        def predict(images: dict, job: InferenceJob) -> np.ndarray:
+            return wm.predict_actions(images, seed=None if seed < 0 else seed + job.job_id, state=job.state)
         return predict
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -250,28 +306,33 @@ class PolicyNode(LifecycleNode):
         self._generation += 1
         self._cmd.reset()  # the first target is seeded from the measured pose
         self._hold_reason = "waiting for the first chunk"
+        self._not_ready_since = None
         self._grid = TickGrid(self._period_s, self.get_clock().now().nanoseconds)  # the timer's phase
         self._tick_timer = self.create_timer(self._period_s, self._on_tick)
         self._state_label = "active"
         self.get_logger().info(f"active: control at {1 / self._period_s:g} Hz, executing {self._execute_steps} "
                                f"actions per chunk")
+        self._publish_status()
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_control("deactivated")
         self._state_label = "inactive"
+        self._publish_status()
         if self._fault is not None:
             return TransitionCallbackReturn.ERROR  # -> on_error
         self.get_logger().info("inactive: holding the current target")
         return TransitionCallbackReturn.SUCCESS
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._state_label = "cleaningup"
         self._release()
         self.get_logger().info("cleaned up: model freed")
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_control("shutting down")
+        self._state_label = "shuttingdown"
         self._release()
         for thread in self._retired_threads:  # the process may exit next: no inference left running
             thread.stop(SHUTDOWN_JOIN_S)
@@ -283,6 +344,7 @@ class PolicyNode(LifecycleNode):
         self.get_logger().error(f"error processing: {self._fault or 'transition failed'}; robot held, model freed, "
                                 f"node unconfigured (configure again to retry)")
         self._stop_control("error")
+        self._state_label = "errorprocessing"
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
@@ -310,6 +372,8 @@ class PolicyNode(LifecycleNode):
         for sub in self._camera_subs:
             self.destroy_subscription(sub)
         with self._publishers_lock:
+            if self._status_pub is not None:  # the last word before the publishers go: state and fault
+                self._publish_status_now()
             for pub in (self._status_pub, self._diag_pub, self._preview_pub):
                 if pub is not None:
                     self.destroy_publisher(pub)
@@ -337,7 +401,10 @@ class PolicyNode(LifecycleNode):
             self.get_logger().error(f"camera {cam!r} ({self._topics[cam]}): {problem}; the robot holds",
                                     throttle_duration_sec=2.0)
             return
-        buffers.add(cam, Time.from_msg(msg.header.stamp).nanoseconds * 1e-9, msg)
+        refused = buffers.add(cam, Time.from_msg(msg.header.stamp).nanoseconds * 1e-9, msg, self._now_s())
+        if refused is not None:
+            self.get_logger().error(f"camera {cam!r} ({self._topics[cam]}): {refused}; the robot holds",
+                                    throttle_duration_sec=2.0)
 
     # ------------------------------------------------------------------ control
     def _on_tick(self) -> None:
@@ -351,12 +418,15 @@ class PolicyNode(LifecycleNode):
             self._enter_error()
             return
         p = self._params
-        problem = (self._buffers.health(now_s, p["max_frame_age_s"], p["max_frame_skew_s"], self._topics)
+        # a fresh clock reading: frames stamped after this tick's start may have come in meanwhile
+        problem = (self._buffers.health(self._now_s(), p["max_frame_age_s"], self._topics)
                    or self._cmd.pose_problem() or self._cmd.target_conflict())
         if problem is not None:
             self._hold(problem, drop_plans=True)
             return
         waiting = f"waiting for the {'next' if self._scheduler.chunks_used else 'first'} chunk (inference running)"
+        if self._observation_error is not None:  # the last observation could not be decoded: still the reason
+            waiting = f"{self._observation_error}; retrying with newer frames"
         if self._scheduler.should_request(self._worker.busy):
             waiting = self._request_chunk(now_s) or waiting
         action = self._scheduler.next_action()
@@ -399,11 +469,23 @@ class PolicyNode(LifecycleNode):
             obs = self._buffers.frame_sets(now_s, self._period_s, self._wm.obs_horizon, p["max_frame_skew_s"],
                                            p["max_frame_age_s"], self._topics)
         except NotReady as exc:
+            self._not_ready_since = now_s if self._not_ready_since is None else self._not_ready_since
+            if now_s - self._not_ready_since > NOT_READY_WARN_S:  # longer than the history takes to fill
+                self.get_logger().warning(f"no usable observation for {now_s - self._not_ready_since:.1f} s: {exc}",
+                                          throttle_duration_sec=2.0)
             return str(exc)
+        self._not_ready_since = None
+        state = None
+        if self._wm.state_dim:  # the robot's state when each frame set was taken
+            state = [self._cmd.state_at(int(max(stamps.values()) * 1e9)) for stamps in obs.stamps]
+            if any(s is None for s in state):
+                return (f"no measured pose on {self._cmd.settings.ee_pose_topic} as old as the observation's "
+                        f"frames (the model uses proprioceptive state)")
+            state = np.stack(state)
         self._last_frame_age_s, self._last_frame_skew_s = obs.age_s, obs.skew_s
         self._job_counter += 1
         self._worker.submit(InferenceJob(self._job_counter, self._generation, self._scheduler.motion_ticks, obs,
-                                         now_s))
+                                         now_s, state))
         return None
 
     def _collect_result(self) -> None:
@@ -417,13 +499,15 @@ class PolicyNode(LifecycleNode):
         if result.fault is not None:
             self._fault = result.fault
         elif result.error is not None:
-            self._hold(result.error, drop_plans=True)
+            self._observation_error = result.error
+            self._hold(f"{result.error}; retrying with newer frames", drop_plans=True)
             self.get_logger().error(f"{result.error}; the robot holds", throttle_duration_sec=2.0)
         else:
+            self._observation_error = None
             job = result.job
             self._scheduler.offer(Chunk(result.actions, job.job_id, job.motion_at_request, result.latency_s))
             if self._preview is not None:
-                self._preview.offer((result.images, result.actions, job.requested_at_s, job.job_id))
+                self._preview.offer((result.images, result.actions, job.requested_at_s, job.job_id, job.state))
 
     def _enter_error(self) -> None:
         self.get_logger().error(f"FAULT: {self._fault}; stopping the robot")
@@ -431,11 +515,12 @@ class PolicyNode(LifecycleNode):
         self.trigger_deactivate()  # on_deactivate returns ERROR -> on_error
 
     # ------------------------------------------------------------------ introspection
-    def _publish_prediction(self, wm, images: dict, actions: np.ndarray, stamp_s: float, chunk_id: int) -> None:
+    def _publish_prediction(self, wm, images: dict, actions: np.ndarray, stamp_s: float, chunk_id: int,
+                            state: np.ndarray | None) -> None:
         from uwm_core.processing import float_to_frames, model_view
 
         seed = self._params["seed"]
-        predicted = wm.predict_next_frames(images, actions, seed=None if seed < 0 else seed + chunk_id)
+        predicted = wm.predict_next_frames(images, actions, seed=None if seed < 0 else seed + chunk_id, state=state)
         columns = []
         for cam in self._cameras:
             current = float_to_frames(model_view(images[cam][-1:], wm.config.resize_shape, wm.image_size))[0]
@@ -539,6 +624,9 @@ def main(args=None) -> int:
     signal.signal(signal.SIGINT, _raise_keyboard_interrupt)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     node = PolicyNode()
+    # Python runs a signal handler only between bytecodes: without a timer the executor waits in C
+    # for as long as nothing happens (unconfigured, finalized), and Ctrl-C would wait with it.
+    node.create_timer(SIGNAL_CHECK_PERIOD_S, lambda: None)
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     code = 0

@@ -60,7 +60,7 @@ from std_srvs.srv import Trigger
 from uwm_core.image_codec import encode_raw
 from uwm_teleop.spinning import spin
 
-from .sim.franka_env import DEFAULT_CAMERAS, SimFranka
+from .sim.franka_env import DEFAULT_CAMERAS, SCENE_CAMERA_FOVY_DEG, SCENE_CAMERAS, SimFranka
 from .sim.rendering import RenderingUnavailable
 from .sim.ros_interface import (EPISODE_QOS, GRIPPER_STATE_TOPIC, SIM_NODE_NAME, STATE_QOS, episode_message,
                                 pose_array, pose_arrays, pose_stamped)
@@ -79,6 +79,11 @@ PARAMETERS = {
     "camera_sources": (list(DEFAULT_CAMERAS.values()), "scene camera rendered for each entry of cameras: "
                        "scene_left, scene_right, robot0_eye_in_hand, agentview, sideview, frontview, birdview"),
     "camera_topics": ([f"/cameras/{name}/image_raw" for name in DEFAULT_CAMERAS], "image topic of each camera"),
+    "scene_left_camera": (list(SCENE_CAMERAS["scene_left"]), "camera scene_left: [x, y, z, look_x, look_y, look_z], "
+                          "its position and the point it looks at (m, base frame)"),
+    "scene_right_camera": (list(SCENE_CAMERAS["scene_right"]), "camera scene_right: [x, y, z, look_x, look_y, "
+                           "look_z] (m, base frame)"),
+    "scene_camera_fovy_deg": (SCENE_CAMERA_FOVY_DEG, "vertical field of view of the scene cameras (degrees)"),
     "image_width": (96, "rendered image width (px)"),
     "image_height": (96, "rendered image height (px)"),
     "fast_render": (True, "simplified meshes and flat textures (3-5x faster on CPU, same look at low resolution)"),
@@ -111,7 +116,9 @@ class SimNode(Node):
             raise ValueError(f"parameter finger_joint_names={p['finger_joint_names']} needs two names")
         self.sim = SimFranka(p["task"], cameras=dict(zip(p["cameras"], p["camera_sources"])),
                              width=p["image_width"], height=p["image_height"], control_rate_hz=p["control_rate_hz"],
-                             fast_render=p["fast_render"])
+                             fast_render=p["fast_render"],
+                             scene_cameras={"scene_left": p["scene_left_camera"], "scene_right": p["scene_right_camera"]},
+                             scene_camera_fovy_deg=p["scene_camera_fovy_deg"])
         self._real_time = p["real_time"]
         self._lockstep_timeout_s = p["lockstep_timeout_s"]
         self._base_frame = p["base_frame"]

@@ -43,6 +43,7 @@ class CameraStream:
     stamp_offset_s: float = 0.0
     encoding: str = "rgb8"
     pad_bytes: int = 0
+    corrupt_bytes: int = 0  # compressed topics: bytes inverted in the middle of each JPEG
     published: int = 0
 
 
@@ -72,10 +73,12 @@ class SyntheticRobot:
         self.quat_xyzw = np.array(start_quat_xyzw, dtype=float)
         self.follow_target = False
         self.publish_pose = True
+        self.pose_stamp_offset_s = 0.0  # added to the measured pose's stamp (a robot clock out of sync)
         self.image_shape = image_shape
         self.received = Received()
         self._lock = threading.Lock()
         self._rng = np.random.default_rng(0)
+        self._noise = {}  # (camera, height, width) -> the background of its frames
         self._image_pubs = {
             cam: self.node.create_publisher(CompressedImage if s.topic.endswith("/compressed") else Image, s.topic,
                                             qos_profile_sensor_data)
@@ -106,12 +109,18 @@ class SyntheticRobot:
         for i, (cam, stream) in enumerate(self.cameras.items()):
             if not stream.enabled:
                 continue
-            rgb = self._rng.integers(0, 60, (h, w, 3), dtype=np.uint8)
+            if (cam, h, w) not in self._noise:  # drawn once: 640x480 noise at 90 frames/s would load a core
+                self._noise[(cam, h, w)] = self._rng.integers(0, 60, (h, w, 3), dtype=np.uint8)
+            rgb = self._noise[(cam, h, w)].copy()
             x = int((t * 20 + 10 * i) % (w - 8))
             rgb[h // 3:h // 3 + 8, x:x + 8] = (220, 200 - 40 * i, 40 * i)
             stamp = rclpy.time.Time(nanoseconds=int((t + stream.stamp_offset_s) * 1e9)).to_msg()
             if stream.topic.endswith("/compressed"):
-                msg = CompressedImage(format="jpeg", data=encode_compressed(rgb, "jpeg"))
+                data = bytearray(encode_compressed(rgb, "jpeg"))
+                middle = len(data) // 2
+                data[middle:middle + stream.corrupt_bytes] = bytes(b ^ 0xFF for b in
+                                                                   data[middle:middle + stream.corrupt_bytes])
+                msg = CompressedImage(format="jpeg", data=bytes(data))
             else:
                 msg = raw_image(rgb, stream.encoding, stream.pad_bytes)
             msg.header.stamp, msg.header.frame_id = stamp, f"{cam}_optical_frame"
@@ -119,7 +128,8 @@ class SyntheticRobot:
             stream.published += 1
         if self.publish_pose:
             pose = PoseStamped()
-            pose.header.stamp, pose.header.frame_id = now.to_msg(), self.pose_frame
+            pose_stamp = rclpy.time.Time(nanoseconds=now.nanoseconds + int(self.pose_stamp_offset_s * 1e9))
+            pose.header.stamp, pose.header.frame_id = pose_stamp.to_msg(), self.pose_frame
             with self._lock:
                 position, quat = self.position.copy(), self.quat_xyzw.copy()
             pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = (float(v) for v in position)

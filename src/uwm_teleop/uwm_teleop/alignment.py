@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from uwm_core.spatial import apply_delta, delta_between
+from uwm_core.spatial import STATE_DIM, apply_delta, delta_between, proprio_state
 
 IDENTITY_QUAT = np.array([0.0, 0.0, 0.0, 1.0])
 ONE_STEP_PER_COMMAND = (0.67, 1.5)  # command rate / control rate within which commands are steps
@@ -148,6 +148,23 @@ def gripper_per_step(ends: np.ndarray, times: np.ndarray, values: np.ndarray, de
         return np.full(len(ends), float(default))
     at = latest_before(np.asarray(times, dtype=np.int64), ends)
     return np.where(at >= 0, values[np.maximum(at, 0)], default)
+
+
+def states_at(times, pose_times, poses, gripper_times, gripper_values, gripper_default: float = 0.0
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Proprioceptive state at each of ``times``: the latest measured pose (``poses`` (N, 7):
+    position, quaternion xyzw) at or before it and the gripper command in force just before it.
+    Returns (float32 (len(times), STATE_DIM), pose index per time, -1 where no pose is that old:
+    those rows are NaN)."""
+    times = np.asarray(times, dtype=np.int64)
+    at = latest_at_or_before(np.asarray(pose_times, dtype=np.int64), times)
+    gripper = gripper_per_step(times, gripper_times, gripper_values, gripper_default)
+    states = np.full((times.size, STATE_DIM), np.nan, dtype=np.float32)
+    found = at >= 0
+    if found.any():
+        poses = np.asarray(poses, dtype=np.float64)[at[found]]
+        states[found] = proprio_state(poses[:, :3], poses[:, 3:], gripper[found])
+    return states, at
 
 
 def frames_for_steps(step_times: np.ndarray, frame_times: np.ndarray, max_gap: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,6 +1,8 @@
 """Finding and reading rosbag2 episodes: MCAP or sqlite3, written by uwm-recorder or `ros2 bag record`.
 
-Only the pure-Python ``rosbags`` library is used (no rosbag2_py), with the ROS 2 Jazzy typestore.
+Pure-Python readers only (no rosbag2_py): ``rosbags`` opens every bag and deserialises with the ROS 2
+Jazzy typestore; the messages of MCAP storage are read with the ``mcap`` library, about 3x faster
+on camera-sized messages than rosbags' reader (it copies each record several times).
 Every failure is a ``BagError`` whose message names the bag and, where known, topic and time.
 """
 from __future__ import annotations
@@ -13,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from mcap.reader import make_reader
 from rosbags.rosbag2 import Reader
+from rosbags.rosbag2.storage_mcap import McapReader
 from rosbags.typesys import Stores, get_typestore
 
 TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
@@ -158,12 +162,37 @@ class Bag:
             return self.custom[META_EPISODE_ID]
         digest = hashlib.sha256(json.dumps([self._reader.start_time, self._reader.duration,
                                             sorted(self.message_counts.items())]).encode())
-        for _, (_, _, raw) in zip(range(FINGERPRINT_MESSAGES), self.messages(self.topics)):
+        # rosbags' order, as in the identities of datasets converted before the mcap reader came in
+        for _, (_, _, raw) in zip(range(FINGERPRINT_MESSAGES), self._rosbags_messages(self.topics)):
             digest.update(raw)  # the content too: timing and counts alone can coincide
         return f"bag-{digest.hexdigest()[:24]}"
 
+    def _mcap_files(self) -> list[Path] | None:
+        """The bag's MCAP files in recording order, or None when its messages need rosbags
+        (sqlite3 storage, or per-message compression)."""
+        storage = self._reader.storage
+        if getattr(getattr(storage, "metadata", None), "compression_mode", None) == "message":
+            return None
+        storages = getattr(storage, "storages", [storage])  # a bag directory holds one per split file
+        if not all(isinstance(s, McapReader) for s in storages):
+            return None
+        return [Path(s.path) for s in storages]
+
     def messages(self, topics):
         """(topic, log time ns, raw CDR bytes) of ``topics`` in log-time order."""
+        files = self._mcap_files()
+        if files is None:
+            yield from self._rosbags_messages(topics)
+            return
+        try:
+            for path in files:  # split files follow each other in time, as rosbags reads them
+                with open(path, "rb") as stream:
+                    for _, channel, message in make_reader(stream).iter_messages(topics=list(topics)):
+                        yield channel.topic, message.log_time, message.data
+        except Exception as err:
+            raise BagError(self.path, f"damaged while reading messages: {err}") from None
+
+    def _rosbags_messages(self, topics):
         connections = [c for c in self._reader.connections if c.topic in set(topics)]
         try:
             for connection, log_ns, raw in self._reader.messages(connections=connections):

@@ -21,8 +21,9 @@ What one ``send`` does, in order:
 
 1. refuses non-finite actions (``ValueError``; the caller decides how to fail);
 2. holds instead of moving (returns None) when the measured pose on ``ee_pose_topic`` is missing,
-   older than ``max_pose_age_s`` or in another frame than ``base_frame`` (such poses are ignored
-   and logged naming the frame), or when another node publishes on ``target_pose_topic``;
+   older than ``max_pose_age_s``, or refused (another frame than ``base_frame``, not finite, a
+   quaternion norm more than 1 % from 1, stamped more than ``max_future_stamp_s`` ahead: logged
+   naming why), or when another node publishes on ``target_pose_topic``;
 3. clamps the step to ``max_translation_per_step`` / ``max_rotation_per_step``
    (``uwm_core.spatial.clamp_delta``) and keeps the position inside the workspace box
    ``workspace_min`` .. ``workspace_max`` (a pose already outside may only move back towards it);
@@ -46,21 +47,27 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import deque
 from dataclasses import dataclass, fields
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped, TwistStamped
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.qos import qos_profile_sensor_data
 from rclpy.time import Time
 from std_msgs.msg import Float32
 
 from uwm_core.spatial import ACTION_DIM, apply_delta, clamp_delta
 
+from uwm_teleop.alignment import states_at
+from uwm_teleop.parameters import declare_parameters, parameter_value
+
 COMMAND_MODES = ("pose_target", "delta")
 GRIPPER_MODES = ("topic", "franka_action", "none")
 GRIPPER_CLOSED_THRESHOLD = 0.5
+FAR_BEYOND_CLAMP = 10.0  # an action this many times the per-step clamp is a unit or model error: warn
 CONFLICT_CHECK_PERIOD_S = 1.0
+QUAT_NORM_TOLERANCE = 0.01  # a measured orientation's quaternion norm must be within 1 % of 1
+POSE_HISTORY = 256  # measured poses and gripper commands kept for state_at (seconds at robot rates)
 
 
 @dataclass
@@ -70,6 +77,7 @@ class CommandSettings:
     command_mode: str = "pose_target"
     ee_pose_topic: str = "/franka_robot_state_broadcaster/current_pose"
     max_pose_age_s: float = 0.5
+    max_future_stamp_s: float = 0.1
     target_pose_topic: str = "/cartesian_impedance_controller/target_pose"
     base_frame: str = "fr3_link0"
     gripper_mode: str = "topic"
@@ -80,6 +88,8 @@ class CommandSettings:
     gripper_force: float = 20.0
     max_translation_per_step: float = 0.02
     max_rotation_per_step: float = 0.1
+    max_target_error_m: float = 0.1
+    max_target_error_rad: float = 0.5
     workspace_min: tuple = (0.25, -0.45, 0.02)
     workspace_max: tuple = (0.80, 0.45, 0.70)
 
@@ -92,7 +102,8 @@ class CommandSettings:
         if self.gripper_mode == "franka_action" and not franka_msgs_available():
             raise ValueError("parameter gripper_mode='franka_action' needs the franka_msgs package, which is not "
                              "installed here (use gripper_mode 'topic' or 'none', or run on the robot image)")
-        for name in ("max_pose_age_s", "max_translation_per_step", "max_rotation_per_step",
+        for name in ("max_pose_age_s", "max_future_stamp_s", "max_translation_per_step", "max_rotation_per_step",
+                     "max_target_error_m", "max_target_error_rad",
                      "gripper_open_width", "gripper_speed", "gripper_force"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
@@ -114,6 +125,8 @@ PARAMETER_DESCRIPTIONS = {
                     "target_pose_topic; delta: publish ~/delta_ee only",
     "ee_pose_topic": "measured end-effector pose (geometry_msgs/PoseStamped in base_frame, best-effort QoS)",
     "max_pose_age_s": "hold when the newest measured pose is older than this (s)",
+    "max_future_stamp_s": "poses (and, in the policy node, camera frames) stamped further than this in the future "
+                          "are refused: their clock is not synchronised with this node's (s)",
     "target_pose_topic": "target pose for the Cartesian impedance controller (geometry_msgs/PoseStamped)",
     "base_frame": "robot base frame: poses in another frame are refused, commands are stamped in it",
     "gripper_mode": "topic: std_msgs/Float32 0 (open)..1 (closed) on gripper_topic every step; "
@@ -125,6 +138,9 @@ PARAMETER_DESCRIPTIONS = {
     "gripper_force": "grasp force of Grasp goals (N)",
     "max_translation_per_step": "largest translation per control step (m); longer steps are scaled down",
     "max_rotation_per_step": "largest rotation per control step (rad); larger ones are scaled down",
+    "max_target_error_m": "pose_target mode: when the commanded target is further than this from the measured pose "
+                          "(m) the robot is not following it: hold, and seed the next target from the measured pose",
+    "max_target_error_rad": "the same for the orientation (rad)",
     "workspace_min": "lower corner [x, y, z] of the allowed end-effector box in base_frame (m)",
     "workspace_max": "upper corner [x, y, z] of the allowed end-effector box in base_frame (m)",
 }
@@ -132,19 +148,13 @@ PARAMETER_DESCRIPTIONS = {
 
 def declare_command_parameters(node) -> None:
     """Declare every command parameter on ``node`` with its default and description."""
-    for field in fields(CommandSettings):
-        default = field.default
-        node.declare_parameter(field.name, list(default) if isinstance(default, tuple) else default,
-                               ParameterDescriptor(description=PARAMETER_DESCRIPTIONS[field.name]))
+    declare_parameters(node, {f.name: (f.default, PARAMETER_DESCRIPTIONS[f.name]) for f in fields(CommandSettings)})
 
 
 def settings_from_node(node) -> CommandSettings:
     """Read the declared command parameters of ``node``; ValueError names a bad one."""
-    values = {}
-    for field in fields(CommandSettings):
-        value = node.get_parameter(field.name).value
-        values[field.name] = tuple(float(v) for v in value) if isinstance(field.default, tuple) else value
-    return CommandSettings(**values).validate()
+    values = {f.name: parameter_value(node, f.name, f.default) for f in fields(CommandSettings)}
+    return CommandSettings(**{name: tuple(v) if isinstance(v, list) else v for name, v in values.items()}).validate()
 
 
 def franka_msgs_available() -> bool:
@@ -181,12 +191,15 @@ class CommandInterface:
         self.settings = (settings or settings_from_node(node)).validate()
         self._lock = threading.Lock()
         self._pose: MeasuredPose | None = None
+        self._poses: deque[MeasuredPose] = deque(maxlen=POSE_HISTORY)  # for state_at
+        self._grippers: deque[tuple[int, float]] = deque(maxlen=POSE_HISTORY)  # (stamp ns, command sent)
         self._pose_problem: str | None = None  # why the last received pose was refused
         self._target: tuple[np.ndarray, np.ndarray] | None = None
         self._holding = True  # nothing was commanded yet
         self.hold_reason: str | None = "not started"
         self._conflict: str | None = None
         self._conflict_checked_at: float | None = None
+        self.steps_clamped = 0  # steps whose requested motion exceeded a per-step clamp
         s = self.settings
         self._delta_pub = node.create_publisher(TwistStamped, "~/delta_ee", 10)
         self._target_pub = (node.create_publisher(PoseStamped, s.target_pose_topic, 10)
@@ -198,27 +211,44 @@ class CommandInterface:
 
     # ------------------------------------------------------------------ measured pose
     def _on_pose(self, msg: PoseStamped) -> None:
-        frame = msg.header.frame_id
-        if frame != self.settings.base_frame:
-            problem = (f"measured pose on {self.settings.ee_pose_topic} is in frame {frame!r}, expected "
-                       f"base_frame {self.settings.base_frame!r}: refused")
-            with self._lock:
-                self._pose_problem = problem
-            self.node.get_logger().error(problem, throttle_duration_sec=2.0)
-            return
+        s = self.settings
         p, q = msg.pose.position, msg.pose.orientation
         position = np.array([p.x, p.y, p.z])
         quat = np.array([q.x, q.y, q.z, q.w])
         norm = np.linalg.norm(quat)
-        if not (np.isfinite(position).all() and np.isfinite(quat).all() and norm > 1e-6):
-            problem = f"measured pose on {self.settings.ee_pose_topic} is not finite or has a zero quaternion: refused"
+        stamp = Time.from_msg(msg.header.stamp)
+        ahead_s = (stamp - self.node.get_clock().now()).nanoseconds * 1e-9
+        problem = None
+        if msg.header.frame_id != s.base_frame:
+            problem = f"is in frame {msg.header.frame_id!r}, expected base_frame {s.base_frame!r}"
+        elif not (np.isfinite(position).all() and np.isfinite(quat).all()):
+            problem = "is not finite"
+        elif abs(norm - 1.0) > QUAT_NORM_TOLERANCE:
+            problem = f"has a quaternion of norm {norm:.3g}, not a unit one (tolerance {QUAT_NORM_TOLERANCE})"
+        elif ahead_s > s.max_future_stamp_s:
+            problem = (f"is stamped {ahead_s:.2f} s in the future (max_future_stamp_s={s.max_future_stamp_s}): its "
+                       f"clock is not synchronised with this node's")
+        if problem is not None:
+            problem = f"measured pose on {s.ee_pose_topic} {problem}: refused"
             with self._lock:
                 self._pose_problem = problem
             self.node.get_logger().error(problem, throttle_duration_sec=2.0)
             return
         with self._lock:
-            self._pose = MeasuredPose(position, quat / norm, Time.from_msg(msg.header.stamp))
+            self._pose = MeasuredPose(position, quat / norm, stamp)
             self._pose_problem = None
+            self._poses.append(self._pose)
+
+    def state_at(self, stamp_ns: int) -> np.ndarray | None:
+        """The proprioceptive state (uwm_core.spatial.proprio_state) at ``stamp_ns`` as datasets
+        store it: the latest measured pose at or before it and the gripper command sent before it
+        (open before the first); None when no received pose is that old."""
+        with self._lock:
+            poses, grippers = list(self._poses), list(self._grippers)
+        states, at = states_at([stamp_ns], [p.stamp.nanoseconds for p in poses],
+                               [np.concatenate([p.position, p.quat_xyzw]) for p in poses] or np.zeros((0, 7)),
+                               [t for t, _ in grippers], [g for _, g in grippers])
+        return states[0] if at[0] >= 0 else None
 
     def measured_pose(self) -> MeasuredPose | None:
         with self._lock:
@@ -242,6 +272,9 @@ class CommandInterface:
         if age > self.settings.max_pose_age_s:
             return (f"measured pose on {self.settings.ee_pose_topic} is {age:.2f} s old "
                     f"(max_pose_age_s={self.settings.max_pose_age_s})")
+        if -age > self.settings.max_future_stamp_s:  # this node's clock went back since it arrived
+            return (f"measured pose on {self.settings.ee_pose_topic} is stamped {-age:.2f} s in the future "
+                    f"(max_future_stamp_s={self.settings.max_future_stamp_s})")
         return None
 
     # ------------------------------------------------------------------ exclusivity
@@ -294,7 +327,14 @@ class CommandInterface:
             return None
         s = self.settings
         pose = self.measured_pose()
+        divergence = self._target_divergence(pose)
+        if divergence is not None:
+            self.reset()  # the hold must not send the far target again; the next step starts from the pose
+            self.hold(divergence)
+            self.node.get_logger().error(divergence, throttle_duration_sec=2.0)
+            return None
         delta = clamp_delta(action[:6], s.max_translation_per_step, s.max_rotation_per_step)
+        self._count_clamping(action[:6], delta)
         gripper = float(np.clip(action[6], 0.0, 1.0))
         with self._lock:
             if s.command_mode == "pose_target" and self._target is not None:
@@ -313,8 +353,39 @@ class CommandInterface:
         if self._target_pub is not None:
             self._target_pub.publish(_pose(position, quat, s.base_frame, stamp))
         self._command_gripper(gripper)
+        with self._lock:
+            self._grippers.append((Time.from_msg(stamp).nanoseconds, gripper))
         targeted = s.command_mode == "pose_target"
         return SentCommand(delta, gripper, position if targeted else None, quat if targeted else None)
+
+    def _target_divergence(self, pose: MeasuredPose) -> str | None:
+        """Why the commanded target and the measured pose are too far apart to go on, or None."""
+        s = self.settings
+        target = self.target
+        if s.command_mode != "pose_target" or target is None:
+            return None
+        error_m = float(np.linalg.norm(target[0] - pose.position))
+        error_rad = float(2 * np.arccos(np.clip(abs(np.dot(target[1], pose.quat_xyzw)), 0.0, 1.0)))
+        if error_m <= s.max_target_error_m and error_rad <= s.max_target_error_rad:
+            return None
+        return (f"the commanded target is {error_m:.3f} m and {error_rad:.2f} rad from the measured pose on "
+                f"{s.ee_pose_topic} (max_target_error_m={s.max_target_error_m}, max_target_error_rad="
+                f"{s.max_target_error_rad}): the robot is not following; holding, the next target starts from the "
+                f"measured pose")
+
+    def _count_clamping(self, requested: np.ndarray, applied: np.ndarray) -> None:
+        s = self.settings
+        translation, rotation = np.linalg.norm(requested[:3]), np.linalg.norm(requested[3:])
+        if translation > s.max_translation_per_step or rotation > s.max_rotation_per_step:
+            self.steps_clamped += 1
+        if translation > FAR_BEYOND_CLAMP * s.max_translation_per_step or \
+                rotation > FAR_BEYOND_CLAMP * s.max_rotation_per_step:
+            self.node.get_logger().warning(
+                f"action of {translation:.3g} m and {rotation:.3g} rad per step clamped to "
+                f"{np.linalg.norm(applied[:3]):.3g} m and {np.linalg.norm(applied[3:]):.3g} rad "
+                f"(max_translation_per_step={s.max_translation_per_step}, max_rotation_per_step="
+                f"{s.max_rotation_per_step}): more than {FAR_BEYOND_CLAMP:g}x the clamp, check the checkpoint's "
+                f"action units", throttle_duration_sec=5.0)
 
     def hold(self, reason: str = "hold") -> bool:
         """Stop commanding motion: the current target once more and a zero delta, then nothing.
@@ -356,6 +427,7 @@ class CommandInterface:
             "pose_age_s": None if age is None else round(age, 3),
             "target_position": None if target is None else [round(float(v), 4) for v in target[0]],
             "target_conflict": self._conflict,
+            "steps_clamped": self.steps_clamped,
         }
 
     def destroy(self) -> None:

@@ -54,6 +54,7 @@ from uwm_teleop.bag_reading import (META_EPISODE_ID, META_OUTCOME, META_SOFTWARE
 
 EPISODE_NAME = re.compile(r"^episode_(\d+)_")
 ROLE_PARAMETERS = ("pose_topic", "delta_topic", "target_topic", "gripper_topic")
+PLAIN_STATUS_PERIOD_S = 10.0  # the status as a log line where it cannot be redrawn in place
 
 PARAMETERS = {  # name: (default, description)
     "output_dir": ("data/bags", "directory that receives one rosbag2 (MCAP) directory per episode"),
@@ -70,7 +71,8 @@ PARAMETERS = {  # name: (default, description)
     "extra_topics": ([""], "further topics recorded as they are (not used by the converter)"),
     "keep_discarded": (False, "keep discarded episodes on disk (outcome 'discarded') instead of deleting them"),
     "max_queue_mb": (512, "messages waiting for the disk beyond this are dropped (and counted)"),
-    "status_period_s": (1.0, "period of the status line and of ~/status"),
+    "status_period_s": (1.0, "period of the status line (in place on a terminal; else a log line every "
+                        "10 s at most) and of ~/status"),
     "discovery_period_s": (0.5, "how often configured topics without a subscription are looked up"),
 }
 
@@ -366,8 +368,10 @@ class RecorderNode(Node):
     def _on_status(self) -> None:
         line = self.status_line()
         self.status_pub.publish(String(data=line))
-        if self.tty:
+        if self.tty:  # redrawn in place on a terminal
             print(f"\r\033[K{line}", end="", file=sys.stderr, flush=True)
+        else:  # a log file or `ros2 launch`, which prints whole lines only: a plain line now and then
+            self.get_logger().info(line, throttle_duration_sec=PLAIN_STATUS_PERIOD_S)
 
     def close(self) -> None:
         """Finish an open episode as incomplete (Ctrl-C, SIGTERM) and stop the writer thread."""

@@ -1,11 +1,13 @@
 """Datasets: the episodic Zarr store, training samples, latent cache, video import.
 
     from uwm_core.data import DatasetWriter, open_dataset
-    with DatasetWriter("data/demos", cameras=["left", "right", "wrist"], fps=10, action_dim=7) as w:
-        w.add_episode(frames={"left": uint8[T,H,W,3], ...}, actions=float32[T,7] | None, task="...")
+    with DatasetWriter("data/demos", cameras=["left", "right", "wrist"], fps=10, action_dim=7,
+                       state_dim=0) as w:  # state_dim 10: uwm_core.spatial.proprio_state per frame
+        w.add_episode(frames={"left": uint8[T,H,W,3], ...}, actions=float32[T,7] | None, task="...",
+                      state=None)  # or float32[T,state_dim]
     ds = open_dataset("data/demos")
-    ds.num_episodes, ds.cameras, ds.fps, ds.action_dim, ds.episode_lengths, ds.action_stats
-    ep = ds.episode(0)  # .frames {cam: uint8[T,H,W,3]}, .actions float32[T,A] or None, .task, .metadata
+    ds.num_episodes, ds.cameras, ds.fps, ds.action_dim, ds.episode_lengths, ds.action_stats, ds.state_dim
+    ep = ds.episode(0)  # .frames {cam: uint8[T,H,W,3]}, .actions float32[T,A] or None, .task, .metadata, .state
 """
 import importlib
 
@@ -15,7 +17,8 @@ from .store import (ActionStats, DatasetError, DatasetWriter, Episode, EpisodicD
 # Training-side names import torch: load them on first use, so that writers and importers
 # (uwm-bag2dataset, uwm-import) start without it.
 _LAZY = {name: "samples" for name in ("ColorJitter", "EpisodeSamples", "Mixture", "SampleSpec", "ShardedSampler",
-                                      "Window", "action_normalizer", "sample_spec", "split_episodes")}
+                                      "Window", "action_normalizer", "sample_spec", "split_episodes",
+                                      "state_normalizer")}
 _LAZY.update(LatentCache="latent_cache", vae_fingerprint="latent_cache")
 
 
@@ -28,5 +31,6 @@ def __getattr__(name):
 __all__ = [
     "ActionStats", "ColorJitter", "DatasetError", "DatasetWriter", "Episode", "EpisodeSamples", "EpisodicDataset",
     "LatentCache", "Mixture", "SampleSpec", "ShardedSampler", "Window", "action_normalizer",
-    "default_absolute_action_dims", "open_dataset", "sample_spec", "split_episodes", "vae_fingerprint",
+    "default_absolute_action_dims", "open_dataset", "sample_spec", "split_episodes", "state_normalizer",
+    "vae_fingerprint",
 ]

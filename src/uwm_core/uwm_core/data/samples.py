@@ -99,6 +99,7 @@ class SampleSpec:
     resize_shape: tuple[int, int]
     crop_multiple: int  # the VAE downsampling factor (1 without image diffusion)
     color_jitter: ColorJitter | None = None
+    state_dim: int = 0  # proprioceptive state per current frame (0: images only)
 
     def crop_offsets(self, rng: np.random.Generator | None) -> tuple[int, int]:
         """A random (top, left), multiples of crop_multiple; the centre crop when rng is None."""
@@ -111,7 +112,7 @@ class SampleSpec:
 def sample_spec(model_cfg, downsample: int, color_jitter: ColorJitter | None = None) -> SampleSpec:
     return SampleSpec(Window(model_cfg.obs_horizon, model_cfg.action_horizon, model_cfg.execute_steps),
                       tuple(model_cfg.cameras), model_cfg.image_size, tuple(model_cfg.resize_shape), downsample,
-                      color_jitter)
+                      color_jitter, model_cfg.state_dim if model_cfg.use_state else 0)
 
 
 def action_normalizer(datasets: Sequence[EpisodicDataset]) -> ActionNormalizer:
@@ -130,6 +131,14 @@ def action_normalizer(datasets: Sequence[EpisodicDataset]) -> ActionNormalizer:
     return ActionNormalizer(low, high)
 
 
+def state_normalizer(datasets: Sequence[EpisodicDataset]) -> ActionNormalizer:
+    """Min-max normaliser of the proprioceptive state over every episode of the datasets."""
+    stats = [ds.state_stats for ds in datasets if ds.state_stats is not None]
+    if not stats:
+        raise ValueError(f"no proprioceptive state in {', '.join(str(ds.path) for ds in datasets)}")
+    return ActionNormalizer(np.min([s.min for s in stats], axis=0), np.max([s.max for s in stats], axis=0))
+
+
 class EpisodeSamples(torch.utils.data.Dataset):
     """The samples of some episodes of one dataset.
 
@@ -138,7 +147,8 @@ class EpisodeSamples(torch.utils.data.Dataset):
     so a sample's augmentation depends only on the seed and epoch, not on the worker).
 
     Each sample is a dict: ``obs`` (V, To, 3, S, S) float in [0, 1]; ``actions`` (Ta, A)
-    normalised (zeros for action-free episodes); ``has_actions``; ``sample_id`` (dataset id,
+    normalised (zeros for action-free episodes); with ``spec.state_dim``, ``state`` (To, S) of the
+    current frames in dataset units (the model normalises it); ``has_actions``; ``sample_id`` (dataset id,
     episode, t); and either ``next_obs`` (V, To, 3, S, S) or, with a latent cache (``latents``)
     and a training item, ``next_latents`` (V, C, To, h, w). Colour jitter draws one set of
     parameters per camera for its current and next frames; with the latent cache it changes the
@@ -150,6 +160,10 @@ class EpisodeSamples(torch.utils.data.Dataset):
         missing = sorted(set(spec.cameras) - set(dataset.cameras))
         if missing:
             raise ValueError(f"{dataset.path}: has cameras {dataset.cameras}, the model needs {list(spec.cameras)}")
+        if spec.state_dim and dataset.state_dim != spec.state_dim:
+            raise ValueError(f"{dataset.path}: has state_dim={dataset.state_dim}, the model uses proprioceptive "
+                             f"state of {spec.state_dim} dims (convert the bags again with state, or train with "
+                             f"model.use_state=false)")
         self.dataset, self.spec, self.normalizer, self.latents = dataset, spec, normalizer, latents
         self.dataset_id = dataset_id
         self.episodes = np.asarray(list(episodes), dtype=np.int64)
@@ -234,6 +248,8 @@ class EpisodeSamples(torch.utils.data.Dataset):
                 obs.append(frames[:len(current)])
                 nxt.append(frames[len(current):])
         sample = {"obs": torch.stack(obs)}
+        if spec.state_dim:
+            sample["state"] = torch.from_numpy(self.dataset.state(ep)[current])  # (To, S)
         sample["next_latents" if use_cache else "next_obs"] = torch.stack(nxt)
         actions = self.dataset.actions(ep)
         if actions is None:

@@ -1,10 +1,12 @@
 """The episodic dataset: one chunked, compressed, appendable Zarr v3 store per dataset.
 
     <root>/
-      zarr.json            Zarr group; attrs["uwm_dataset"] = cameras, fps, action_dim, absolute dims
+      zarr.json            Zarr group; attrs["uwm_dataset"] = cameras, fps, action_dim, absolute dims,
+                           state_dim (0: no proprioceptive state)
       episodes.jsonl       the episode index: one JSON line per committed episode, in order
       episodes/ep_000000/  one Zarr group per episode: frames/<camera> uint8 [T, H, W, 3],
-                           actions float32 [T, A] (absent for action-free video episodes)
+                           actions float32 [T, A] (absent for action-free video episodes),
+                           state float32 [T, S] (uwm_core.spatial.proprio_state; with state_dim > 0)
       .staging/            episodes being written (never read; removed by the next writer)
       .writer.lock         held by the one DatasetWriter allowed at a time
       latent_cache/        VAE latents (uwm_core.data.latent_cache), rebuilt as needed
@@ -45,6 +47,8 @@ LOCK_FILE = ".writer.lock"
 FRAMES_PER_SHARD = 64
 OPEN_EPISODES = 1024  # per process
 COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+# every chunk is written: zarr's check for chunks equal to the fill value costs a third of a write
+WRITE_CONFIG = {"write_empty_chunks": True}
 
 
 class DatasetError(ValueError):
@@ -82,6 +86,7 @@ class Episode:
     actions: np.ndarray | None  # float32 (T, A); None for an action-free (video) episode
     task: str
     metadata: dict = field(default_factory=dict)
+    state: np.ndarray | None = None  # float32 (T, S); None without proprioceptive state
 
     @property
     def length(self) -> int:
@@ -103,6 +108,7 @@ def _read_info(root: Path) -> dict:
         info["fps"] = float(info["fps"])
         info["action_dim"] = int(info["action_dim"])
         info["absolute_action_dims"] = tuple(int(d) for d in info["absolute_action_dims"])
+        info["state_dim"] = int(info.get("state_dim", 0))  # datasets written before state existed: 0
     except (KeyError, TypeError, ValueError) as exc:
         raise DatasetError(f"{meta}: not a uwm dataset description ({type(exc).__name__}: {exc})") from None
     if info.get("version", 0) > FORMAT_VERSION:
@@ -137,6 +143,7 @@ class EpisodicDataset:
         self.fps: float = info["fps"]
         self.action_dim: int = info["action_dim"]
         self.absolute_action_dims: tuple[int, ...] = info["absolute_action_dims"]
+        self.state_dim: int = info["state_dim"]
         self._entries, _ = _read_index(self.path)
         self._open: OrderedDict[int, dict] = OrderedDict()  # opened lazily, per DataLoader worker
         for i, entry in enumerate(self._entries):
@@ -155,13 +162,22 @@ class EpisodicDataset:
     @property
     def action_stats(self) -> ActionStats | None:
         """Statistics over the action-labelled episodes; None when there are none."""
-        stats = [e["action_stats"] for e in self._entries if e["has_actions"]]
-        if not stats:
+        return self._stats("action_stats")
+
+    @property
+    def state_stats(self) -> ActionStats | None:
+        """Statistics of the proprioceptive state over every episode; None without state."""
+        return self._stats("state_stats")
+
+    def _stats(self, key: str) -> ActionStats | None:
+        entries = [e for e in self._entries if e.get(key)]
+        if not entries:
             return None
+        stats = [e[key] for e in entries]
         return ActionStats.from_sums(
             np.min([s["min"] for s in stats], axis=0), np.max([s["max"] for s in stats], axis=0),
             np.sum([s["sum"] for s in stats], axis=0), np.sum([s["sumsq"] for s in stats], axis=0),
-            sum(e["length"] for e in self._entries if e["has_actions"]))
+            sum(e["length"] for e in entries))
 
     def task(self, i: int) -> str:
         return self._entry(i)["task"]
@@ -177,13 +193,13 @@ class EpisodicDataset:
 
     def __repr__(self) -> str:
         return (f"EpisodicDataset({str(self.path)!r}, episodes={self.num_episodes}, cameras={self.cameras}, "
-                f"fps={self.fps:g}, action_dim={self.action_dim})")
+                f"fps={self.fps:g}, action_dim={self.action_dim}, state_dim={self.state_dim})")
 
     # ------------------------------------------------------------------ data
     def episode(self, i: int) -> Episode:
         entry = self._entry(i)
         frames = {cam: self.frames(i, cam) for cam in self.cameras}
-        return Episode(i, entry["name"], frames, self.actions(i), entry["task"], entry["metadata"])
+        return Episode(i, entry["name"], frames, self.actions(i), entry["task"], entry["metadata"], self.state(i))
 
     def frames(self, i: int, camera: str, indices=None) -> np.ndarray:
         """uint8 (n, H, W, 3): all frames of episode ``i``'s camera, or those at ``indices``."""
@@ -196,6 +212,11 @@ class EpisodicDataset:
         if not self._entry(i)["has_actions"]:
             return None
         return self._arrays(i)["actions"]
+
+    def state(self, i: int) -> np.ndarray | None:
+        """float32 (T, state_dim) proprioceptive state of episode ``i``; None without state."""
+        self._entry(i)
+        return self._arrays(i)["state"] if self.state_dim else None
 
     # ------------------------------------------------------------------ internals
     def _entry(self, i: int) -> dict:
@@ -213,6 +234,7 @@ class EpisodicDataset:
         if not (base / "zarr.json").is_file():
             raise DatasetError(f"{self._where(i)}: episode directory is missing or incomplete")
         arrays = [f"frames/{cam}" for cam in self.cameras] + (["actions"] if entry["has_actions"] else [])
+        arrays += ["state"] if self.state_dim else []
         for array in arrays:
             if not (base / array / "zarr.json").is_file():
                 raise DatasetError(f"{self._where(i, array)}: array is missing")
@@ -227,6 +249,8 @@ class EpisodicDataset:
             expected = {f"frames/{cam}": ((T, *entry["frame_shapes"][cam], 3), np.uint8) for cam in self.cameras}
             if entry["has_actions"]:
                 expected["actions"] = ((T, A), np.float32)
+            if self.state_dim:
+                expected["state"] = ((T, self.state_dim), np.float32)
             arrays = {}
             for name, (shape, dtype) in expected.items():
                 try:
@@ -237,8 +261,9 @@ class EpisodicDataset:
                     raise DatasetError(f"{self._where(i, name)}: expected {np.dtype(dtype).name}{list(shape)} as "
                                        f"indexed, found {arr.dtype}{list(arr.shape)}")
                 arrays[name] = arr
-            if "actions" in arrays:
-                arrays["actions"] = self._load(i, "actions", arrays["actions"], None)
+            for small in ("actions", "state"):  # kept in memory: samples read them often
+                if small in arrays:
+                    arrays[small] = self._load(i, small, arrays[small], None)
             while len(self._open) >= OPEN_EPISODES:
                 self._open.popitem(last=False)
         self._open[i] = arrays
@@ -279,12 +304,13 @@ def open_dataset(path: str | os.PathLike) -> EpisodicDataset:
 class DatasetWriter:
     """Append episodes to a dataset, creating it if needed; one writer per dataset at a time.
 
-    Appending to an existing dataset requires the same cameras, fps, action_dim and absolute
-    action dims (ValueError naming both otherwise).
+    Appending to an existing dataset requires the same cameras, fps, action_dim, absolute
+    action dims and state_dim (ValueError naming both otherwise). With ``state_dim`` > 0 every
+    episode carries its proprioceptive state.
     """
 
     def __init__(self, path: str | os.PathLike, cameras: list[str], fps: float, action_dim: int,
-                 absolute_action_dims: tuple[int, ...] | None = None):
+                 absolute_action_dims: tuple[int, ...] | None = None, state_dim: int = 0):
         self.path = Path(path)
         cameras = [str(c) for c in cameras]
         if not cameras or len(set(cameras)) != len(cameras):
@@ -300,9 +326,11 @@ class DatasetWriter:
             raise ValueError(f"{self.path}: absolute_action_dims {list(absolute_action_dims)} out of range for "
                              f"action_dim={action_dim}")
         self.cameras, self.fps, self.action_dim = cameras, float(fps), int(action_dim)
-        self.absolute_action_dims = absolute_action_dims
+        if int(state_dim) < 0:
+            raise ValueError(f"{self.path}: state_dim must not be negative, got {state_dim}")
+        self.absolute_action_dims, self.state_dim = absolute_action_dims, int(state_dim)
         wanted = {"cameras": cameras, "fps": self.fps, "action_dim": self.action_dim,
-                  "absolute_action_dims": absolute_action_dims}
+                  "absolute_action_dims": absolute_action_dims, "state_dim": self.state_dim}
         if not (self.path / "zarr.json").exists():
             self._create(wanted)
         existing = _read_info(self.path)
@@ -364,23 +392,24 @@ class DatasetWriter:
         return self._num_episodes
 
     def add_episode(self, frames: dict, actions: np.ndarray | None = None, task: str = "",
-                    metadata: dict | None = None) -> int:
+                    metadata: dict | None = None, state: np.ndarray | None = None) -> int:
         """Write one episode atomically and return its index.
 
         ``frames``: camera -> uint8 (T, H, W, 3) for every camera; ``actions``: float (T, A),
-        ``actions[t]`` being the command issued at frame t, or None for an action-free episode.
+        ``actions[t]`` being the command issued at frame t, or None for an action-free episode;
+        ``state``: float (T, state_dim), the proprioceptive state at frame t (required exactly
+        when the dataset has state_dim > 0).
         """
         if self._lock is None:
             raise RuntimeError(f"{self.path}: writer is closed")
         T, shapes = self._check_frames(frames)
         if actions is not None:
-            actions = np.asarray(actions)
-            if actions.shape != (T, self.action_dim) or not np.issubdtype(actions.dtype, np.number):
-                raise ValueError(f"actions: expected a numeric array of shape ({T}, {self.action_dim}), "
-                                 f"got {actions.dtype} {actions.shape}")
-            actions = actions.astype(np.float32)
-            if not np.isfinite(actions).all():
-                raise ValueError("actions: contain NaN or infinite values")
+            actions = _numeric_rows("actions", actions, T, self.action_dim)
+        if (state is None) != (self.state_dim == 0):
+            raise ValueError(f"state: the dataset has state_dim={self.state_dim}, so every episode needs "
+                             f"{'a' if self.state_dim else 'no'} proprioceptive state")
+        if state is not None:
+            state = _numeric_rows("state", state, T, self.state_dim)
         metadata = dict(metadata or {})
         try:
             json.dumps(metadata)
@@ -394,17 +423,17 @@ class DatasetWriter:
             for cam in self.cameras:
                 x = np.ascontiguousarray(frames[cam])
                 group.create_array(f"frames/{cam}", shape=x.shape, dtype=np.uint8, chunks=(1, *x.shape[1:]),
-                                   shards=(min(T, FRAMES_PER_SHARD), *x.shape[1:]), compressors=COMPRESSOR)[:] = x
-            if actions is not None:
-                group.create_array("actions", shape=actions.shape, dtype=np.float32, chunks=actions.shape,
-                                   compressors=COMPRESSOR)[:] = actions
+                                   shards=(min(T, FRAMES_PER_SHARD), *x.shape[1:]), compressors=COMPRESSOR,
+                                   config=WRITE_CONFIG)[:] = x
+            for array_name, values in (("actions", actions), ("state", state)):
+                if values is not None:
+                    group.create_array(array_name, shape=values.shape, dtype=np.float32, chunks=values.shape,
+                                       compressors=COMPRESSOR)[:] = values
             commit_directory(staging, self.path / EPISODES_DIR / name)
             entry = {"name": name, "length": T, "has_actions": actions is not None, "task": str(task),
-                     "frame_shapes": shapes, "metadata": metadata, "action_stats": None}
-            if actions is not None:
-                a64 = actions.astype(np.float64)
-                entry["action_stats"] = {"min": actions.min(0).tolist(), "max": actions.max(0).tolist(),
-                                         "sum": a64.sum(0).tolist(), "sumsq": (a64 ** 2).sum(0).tolist()}
+                     "frame_shapes": shapes, "metadata": metadata, "action_stats": _sums(actions)}
+            if state is not None:
+                entry["state_stats"] = _sums(state)
             line = (json.dumps(entry) + "\n").encode()
             fd = os.open(self.path / INDEX_FILE, os.O_WRONLY | os.O_APPEND)
             try:
@@ -451,6 +480,26 @@ class DatasetWriter:
         lock = getattr(self, "_lock", None)
         if lock is not None:
             lock.close()
+
+
+def _numeric_rows(name: str, values, rows: int, dim: int) -> np.ndarray:
+    """``values`` as finite float32 (rows, dim); ValueError naming ``name`` otherwise."""
+    values = np.asarray(values)
+    if values.shape != (rows, dim) or not np.issubdtype(values.dtype, np.number):
+        raise ValueError(f"{name}: expected a numeric array of shape ({rows}, {dim}), got {values.dtype} {values.shape}")
+    values = values.astype(np.float32)
+    if not np.isfinite(values).all():
+        raise ValueError(f"{name}: contain NaN or infinite values")
+    return values
+
+
+def _sums(values: np.ndarray | None) -> dict | None:
+    """Per-dimension min, max, sum and sum of squares (combined over episodes by ActionStats)."""
+    if values is None:
+        return None
+    v64 = values.astype(np.float64)
+    return {"min": values.min(0).tolist(), "max": values.max(0).tolist(), "sum": v64.sum(0).tolist(),
+            "sumsq": (v64 ** 2).sum(0).tolist()}
 
 
 def _show(value) -> str:

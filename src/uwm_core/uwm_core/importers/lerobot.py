@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from ..data import open_dataset
-from ..spatial import ACTION_NAMES
+from ..spatial import ACTION_NAMES, STATE_NAMES
 from .episodes import LoadedEpisode, SourceEpisode, SourceError
 from .mapping import Mapping, MappingError, check_format, step_intervals, uwm_export_mapping
 
@@ -70,6 +70,7 @@ DEFAULT_FEATURES = {
 }
 QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)  # stats q01 .. q99, as lerobot's compute_stats
 IMAGE_PREFIX = "observation.images."
+STATE_KEY = "observation.state"  # LeRobot's proprioception feature (Diffusion Policy needs it)
 UWM_METADATA_COLUMN = "uwm_metadata"  # extra episodes column: the episode's uwm metadata as JSON
 # The v2.1 -> v3.0 conversion of a local dataset: lerobot 0.4.x takes the parent directory as --root,
 # lerobot >= 0.5.1 moved the script and takes the dataset directory itself.
@@ -637,7 +638,8 @@ def export_lerobot(dataset: str | Path, out: str | Path, episodes: list[int] | N
                    progress: bool = True) -> ExportReport:
     """Write the uwm dataset ``dataset`` as a LeRobot v3.0 dataset directory ``out``.
 
-    Cameras become ``observation.images.<camera>`` videos; actions the ``action`` feature (names
+    Cameras become ``observation.images.<camera>`` videos; the proprioceptive state (when the
+    dataset has one) ``observation.state``; actions the ``action`` feature (names
     dx .. gripper) when every exported episode has actions (a dataset mixing action-free episodes
     is refused: export robot and video data separately). A camera's frames of another size than
     in the first exported episode are resized to it (LeRobot features have one shape). The
@@ -677,8 +679,12 @@ def export_lerobot(dataset: str | Path, out: str | Path, episodes: list[int] | N
                 for cam, key in video_keys.items()}
     if with_actions:
         features["action"] = {"dtype": "float32", "shape": [len(ACTION_NAMES)], "names": list(ACTION_NAMES)}
+    if ds.state_dim:
+        names = list(STATE_NAMES) if ds.state_dim == len(STATE_NAMES) else [f"state_{i}" for i in range(ds.state_dim)]
+        features[STATE_KEY] = {"dtype": "float32", "shape": [ds.state_dim], "names": names}
     features.update(json.loads(json.dumps(DEFAULT_FEATURES)))
     data_fields = [("action", pa.list_(pa.float32(), len(ACTION_NAMES)))] if with_actions else []
+    data_fields += [(STATE_KEY, pa.list_(pa.float32(), ds.state_dim))] if ds.state_dim else []
     data_fields += [("timestamp", pa.float32()), ("frame_index", pa.int64()), ("episode_index", pa.int64()),
                     ("index", pa.int64()), ("task_index", pa.int64())]
 
@@ -688,6 +694,7 @@ def export_lerobot(dataset: str | Path, out: str | Path, episodes: list[int] | N
     videos = {cam: RollingVideo(tmp, key, fps, vcodec, codec_options(vcodec, crf, gop), video_file_mb)
               for cam, key in video_keys.items()}
     rows, all_stats, tasks, report = [], [], {}, ExportReport()
+    numeric = {}  # feature -> per-episode values: dataset quantiles exactly, not averaged per episode
     try:
         for new_index, i in enumerate(tqdm(indices, desc="export lerobot", unit="episode", disable=not progress)):
             episode = ds.episode(i)
@@ -697,10 +704,14 @@ def export_lerobot(dataset: str | Path, out: str | Path, episodes: list[int] | N
             columns = {"timestamp": (frame_index / fps).astype(np.float32), "frame_index": frame_index,
                        "episode_index": np.full(T, new_index, np.int64),
                        "index": report.frames + frame_index, "task_index": np.full(T, task_index, np.int64)}
+            if ds.state_dim:
+                columns = {STATE_KEY: episode.state.astype(np.float32), **columns}
             if with_actions:
                 columns = {"action": episode.actions.astype(np.float32), **columns}
             chunk, file = data.write(pa.table({name: arrow_column(values) for name, values in columns.items()}))
             stats = {name: feature_stats(values) for name, values in columns.items()}
+            for name, values in columns.items():
+                numeric.setdefault(name, []).append(values)
             row = {"episode_index": new_index, "tasks": [episode.task], "length": T,
                    "data/chunk_index": chunk, "data/file_index": file,
                    "dataset_from_index": report.frames, "dataset_to_index": report.frames + T}
@@ -720,7 +731,11 @@ def export_lerobot(dataset: str | Path, out: str | Path, episodes: list[int] | N
             video.finish()
         write_episode_rows(tmp, rows, data_file_mb)
         pq.write_table(tasks_table(list(tasks)), tmp / TASKS_PATH)
-        stats = {k: {n: v.tolist() for n, v in s.items()} for k, s in aggregate_stats(all_stats).items()}
+        # images: lerobot's aggregation of episode statistics; numeric features: over every frame
+        # (a count-weighted mean of episode medians is no median: a binary gripper's would be 0.39)
+        stats = aggregate_stats(all_stats)
+        stats.update({name: feature_stats(np.concatenate(values)) for name, values in numeric.items()})
+        stats = {k: {n: v.tolist() for n, v in s.items()} for k, s in stats.items()}
         (tmp / STATS_PATH).write_text(json.dumps(stats, indent=4))
         for cam, key in video_keys.items():
             features[key]["info"] = video_info(tmp / VIDEO_PATH.format(video_key=key, chunk_index=0, file_index=0), fps)

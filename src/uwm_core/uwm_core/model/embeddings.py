@@ -26,5 +26,5 @@ class TimestepEncoder(nn.Module):
         self.proj = nn.Sequential(nn.Linear(num_timesteps * dim, hidden), nn.Mish(), nn.Linear(hidden, dim))
 
     def forward(self, *timesteps: torch.Tensor) -> torch.Tensor:
-        codes = [sinusoidal_embedding(t, self.dim) for t in timesteps]  # each (B, dim)
-        return self.proj(torch.cat(codes, dim=-1))  # (B, dim)
+        codes = [sinusoidal_embedding(t, self.dim) for t in timesteps]  # each (B, dim), float32
+        return self.proj(torch.cat(codes, dim=-1).to(self.proj[0].weight.dtype))  # (B, dim)

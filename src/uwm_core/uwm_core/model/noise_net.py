@@ -70,16 +70,27 @@ class NoiseNet(nn.Module):
     def observation_parts(self, obs_feat: torch.Tensor | None) -> list[torch.Tensor | None]:
         """Per-layer AdaLN terms from the observation features: constant over denoising steps."""
         layers = [*self.blocks, self.final]
+        if obs_feat is not None:
+            obs_feat = obs_feat.to(self.dtype)
         return [layer.modulation.observation_part(obs_feat) for layer in layers]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The precision the network computes in (float32 unless cast for inference)."""
+        return self.pos_embed.dtype
 
     def forward(self, actions: torch.Tensor, latents: torch.Tensor | None, timesteps: tuple[torch.Tensor, ...],
                 obs_parts: list[torch.Tensor | None], cond_latents: torch.Tensor | None = None,
                 has_actions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """actions (B, Ta, A); latents (B, V, C, T, h, w); timesteps: each (B,).
 
-        Returns the predicted action noise (B, Ta, A) and latent noise (B, V, C, T, h, w) or None.
+        Returns the predicted action noise (B, Ta, A) and latent noise (B, V, C, T, h, w) or None,
+        in float32 whatever the network's precision (the scheduler steps stay in float32).
         """
-        B = actions.shape[0]
+        B, dtype = actions.shape[0], self.dtype
+        actions = actions.to(dtype)
+        latents = None if latents is None else latents.to(dtype)
+        cond_latents = None if cond_latents is None else cond_latents.to(dtype)
         tokens = [self.action_encoder(actions)]  # (B, Ta, D)
         if self.action_mask_token is not None and has_actions is not None:
             tokens[0] = torch.where(has_actions[:, None, None], tokens[0], self.action_mask_token.expand(B, self.action_horizon, -1))
@@ -92,8 +103,8 @@ class NoiseNet(nn.Module):
         for block, obs_part in zip(self.blocks, obs_parts):
             x = block(x, obs_part, temb)
         x = self.final(x, obs_parts[-1], temb)
-        action_noise = self.action_decoder(x[:, :self.action_horizon])  # (B, Ta, A)
+        action_noise = self.action_decoder(x[:, :self.action_horizon]).float()  # (B, Ta, A)
         if self.patchifier is None:
             return action_noise, None
-        latent_noise = self.patchifier.unpatchify(self.image_decoder(x[:, self.image_slice]))  # (B, V, C, T, h, w)
+        latent_noise = self.patchifier.unpatchify(self.image_decoder(x[:, self.image_slice])).float()  # (B, V, C, T, h, w)
         return action_noise, latent_noise

@@ -57,6 +57,7 @@ class ObservationEncoder(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         B = images.shape[0]
         x = rearrange(images, "b v t c h w -> (b v t) c h w")
-        x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        x = ((x - self.mean) / self.std).to(self.resnet.conv1.weight.dtype)  # the inference precision
+        x = x.contiguous(memory_format=torch.channels_last)
         feats = self.resnet(x)  # (B*V*T, F)
         return rearrange(feats, "(b n) f -> b (n f)", b=B)  # (B, V*T*F)

@@ -2,6 +2,8 @@
 
 Tensors here are already pre-processed: current images (B, V, To, 3, S, S) in [0, 1], actions
 (B, Ta, A) normalised to [-1, 1], next-frame latents (B, V, C, To, h, w) from ``self.vae``.
+Proprioceptive state (B, To, S), when the model uses it, comes in dataset units: its min-max
+statistics are buffers of the model (``set_state_stats``), saved with the weights.
 Uint8 frames, resizing and action units are the job of ``uwm_core.world_model.WorldModel``.
 
 Sampling modes (paper III-B) are settings of the two timesteps:
@@ -29,8 +31,10 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
 from ..config import ModelConfig
+from ..processing import ActionNormalizer
 from .noise_net import NoiseNet
 from .obs_encoder import ObservationEncoder
+from .precision import PRECISIONS
 from .vae import LatentCodec
 
 MODES = ("policy", "video", "forward_dynamics", "inverse_dynamics", "joint")
@@ -66,7 +70,15 @@ class UnifiedWorldModel(nn.Module):
         self.obs_encoder = None if cfg.variant == "pad" else ObservationEncoder(cfg.resnet_weights, cfg.obs_feature_dim)
         if self.obs_encoder is not None and cfg.freeze_obs_encoder:
             self.obs_encoder.requires_grad_(False)
-        obs_dim = 0 if self.obs_encoder is None else V * To * cfg.obs_feature_dim
+        self.state_dim = cfg.state_dim if cfg.use_state else 0
+        if cfg.use_state and self.state_dim < 1:
+            raise ValueError("model.use_state is set but model.state_dim is 0: it is filled from a dataset with "
+                             "proprioceptive state (uwm-train does this)")
+        if self.state_dim:
+            # (state - offset) / scale: min-max to [-1, 1] like the actions (set_state_stats)
+            self.register_buffer("state_offset", torch.zeros(self.state_dim))
+            self.register_buffer("state_scale", torch.ones(self.state_dim))
+        obs_dim = 0 if self.obs_encoder is None else V * To * cfg.obs_feature_dim + To * self.state_dim
         ph, pw, pt = cfg.patch_shape
         self.net = NoiseNet(
             action_horizon=cfg.action_horizon, action_dim=cfg.action_dim, embed_dim=cfg.embed_dim,
@@ -87,12 +99,38 @@ class UnifiedWorldModel(nn.Module):
         self._latent_scheduler: DDIMScheduler | None = None
         self.T = cfg.num_train_steps - 1  # the fully-noised timestep index
 
+    def set_inference_precision(self, precision: str) -> "UnifiedWorldModel":
+        """Compute the denoiser and the observation encoder in ``precision`` (fp32, bf16, fp16; see
+        ``precision.resolve_precision``). The VAE, the scheduler steps and the clipping stay
+        float32. For inference: training keeps float32 weights."""
+        dtype = PRECISIONS[precision]
+        self.net.to(dtype)
+        if self.obs_encoder is not None:
+            self.obs_encoder.to(dtype)
+        return self
+
     # ------------------------------------------------------------------ conditioning
-    def encode_condition(self, obs_images: torch.Tensor) -> Condition:
+    def set_state_stats(self, normalizer: ActionNormalizer) -> None:
+        """Normalise the proprioceptive state with ``normalizer``'s min-max statistics."""
+        self.state_offset.copy_(torch.from_numpy(normalizer._offset))
+        self.state_scale.copy_(torch.from_numpy(normalizer._scale))
+
+    def encode_condition(self, obs_images: torch.Tensor, state: torch.Tensor | None = None) -> Condition:
         if self.obs_encoder is None:  # PAD
             return Condition([None] * (len(self.net.blocks) + 1), self.encode_frames(obs_images))
+        return Condition(self.net.observation_parts(self.observation_features(obs_images, state)), None)
+
+    def observation_features(self, obs_images: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, V, To, 3, S, S) images [and (B, To, S) state] -> the AdaLN condition's observation
+        features (B, V*To*F [+ To*S])."""
         feats = self.obs_encoder(obs_images)  # (B, V*To*F); no graph when frozen: nothing requires grad
-        return Condition(self.net.observation_parts(feats), None)
+        if not self.state_dim:
+            return feats
+        if state is None:
+            raise ValueError(f"this model is conditioned on proprioceptive state ({self.state_dim} dims per "
+                             f"frame): pass state (B, obs_horizon, {self.state_dim})")
+        state = (state.float() - self.state_offset) / self.state_scale  # (B, To, S) in [-1, 1]
+        return torch.cat([feats.float(), state.flatten(1)], dim=1)  # (B, V*To*F + To*S)
 
     def encode_frames(self, images: torch.Tensor) -> torch.Tensor:
         """(B, V, T, 3, S, S) in [0, 1] -> latents (B, V, C, T, h, w)."""
@@ -118,7 +156,7 @@ class UnifiedWorldModel(nn.Module):
 
     # ------------------------------------------------------------------ training
     def loss(self, obs_images: torch.Tensor, actions: torch.Tensor, next_latents: torch.Tensor | None,
-             has_actions: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+             has_actions: torch.Tensor | None = None, state: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
         """Eq. 1 with independently sampled timesteps (UWM) or one coupled timestep (PAD).
 
         ``has_actions`` (B,) bool marks robot samples; the others are action-free video samples:
@@ -128,7 +166,7 @@ class UnifiedWorldModel(nn.Module):
         cfg, B, device = self.cfg, actions.shape[0], actions.device
         if has_actions is None:
             has_actions = torch.ones(B, dtype=torch.bool, device=device)
-        cond = self.encode_condition(obs_images)
+        cond = self.encode_condition(obs_images, state)
         t_act = torch.randint(0, cfg.num_train_steps, (B,), device=device)
         t_obs = t_act if cfg.variant == "pad" else torch.randint(0, cfg.num_train_steps, (B,), device=device)
         if cfg.variant == "uwm":
@@ -160,12 +198,14 @@ class UnifiedWorldModel(nn.Module):
     @torch.no_grad()
     def sample(self, mode: str, obs_images: torch.Tensor, actions: torch.Tensor | None = None,
                next_latents: torch.Tensor | None = None, generator: torch.Generator | None = None,
-               cache_condition: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+               cache_condition: bool = True, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """DDIM sampling in one of MODES. Returns (actions (B, Ta, A), latents (B, V, C, To, h, w) or None).
 
         ``actions`` (normalised) are required by forward_dynamics, ``next_latents`` by
-        inverse_dynamics. ``cache_condition=False`` recomputes the observation encoder and the
-        AdaLN observation terms at every step (same result, slower; kept for the benchmark).
+        inverse_dynamics. ``cache_condition=False`` recomputes the AdaLN observation terms from the
+        observation features at every step, as one Linear over [obs ; timestep] does in the
+        authors' code (same result, slower; the benchmark's reference-equivalent path).
+        ``state`` (B, To, S) in dataset units, for a model that uses proprioceptive state.
         """
         cfg = self.cfg
         if mode not in VARIANT_MODES[cfg.variant]:
@@ -188,15 +228,18 @@ class UnifiedWorldModel(nn.Module):
         fixed_act = torch.full((B,), 0 if mode == "forward_dynamics" else self.T, device=device, dtype=torch.long)
         fixed_img = torch.full((B,), 0 if mode == "inverse_dynamics" else self.T, device=device, dtype=torch.long)
 
-        cond = self.encode_condition(obs_images)
+        cond = self.encode_condition(obs_images, state)
+        feats = None if cache_condition or self.obs_encoder is None else self.observation_features(obs_images, state)
         scheduler = self.sample_scheduler
         latent_scheduler = self.latent_sample_scheduler() if denoise_img else None
         for t in scheduler.timesteps:
-            if not cache_condition:
-                cond = self.encode_condition(obs_images)
+            if feats is not None:
+                cond = Condition(self.net.observation_parts(feats), None)
             t_step = torch.full((B,), int(t), device=device, dtype=torch.long)
             t_act = t_step if denoise_act else fixed_act
             t_img = t_step if denoise_img else fixed_img
+            if device.type == "cuda":  # a compiled step's CUDA-graph outputs are consumed before the next step
+                torch.compiler.cudagraph_mark_step_begin()
             act_eps, img_eps = self.net(act, img, self._timesteps(t_act, t_img), cond.obs_parts, cond.cond_latents)
             if denoise_act:
                 act = scheduler.step(act_eps, t, act).prev_sample
