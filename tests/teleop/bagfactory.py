@@ -77,3 +77,45 @@ class BagBuilder:
                     connections[topic] = writer.add_connection(topic, msgtype, typestore=TYPESTORE)
                 writer.write(connections[topic], log_ns, raw)
         return self.path
+
+
+def rewrite_mcap(bag_dir, files: int = 1, compression: str = "") -> None:
+    """Rewrite a one-file MCAP bag with the mcap library: split into ``files`` files in time (as
+    `ros2 bag record --max-bag-duration` does) and/or with chunk ``compression`` (zstd, lz4)."""
+    from pathlib import Path
+
+    import yaml
+    from mcap.reader import make_reader
+    from mcap.writer import CompressionType, Writer as McapWriter
+
+    bag_dir = Path(bag_dir)
+    metadata_file = bag_dir / "metadata.yaml"
+    metadata = yaml.safe_load(metadata_file.read_text())
+    info = metadata["rosbag2_bagfile_information"]
+    (source,) = [bag_dir / name for name in info["relative_file_paths"]]
+    with open(source, "rb") as stream:
+        messages = list(make_reader(stream).iter_messages())
+    source.unlink()
+    parts = np.array_split(np.arange(len(messages)), files)
+    info["relative_file_paths"], info["files"] = [], []
+    for number, part in enumerate(parts):
+        name = f"{bag_dir.name}_{number}.mcap"
+        with open(bag_dir / name, "wb") as stream:
+            writer = McapWriter(stream, compression=CompressionType[compression.upper() or "NONE"], chunk_size=4096)
+            writer.start(profile="ros2", library="bagfactory")
+            schema_ids, channel_ids = {}, {}
+            for at in part.tolist():
+                schema, channel, message = messages[at]
+                if schema.id not in schema_ids:
+                    schema_ids[schema.id] = writer.register_schema(schema.name, schema.encoding, schema.data)
+                if channel.id not in channel_ids:
+                    channel_ids[channel.id] = writer.register_channel(channel.topic, channel.message_encoding,
+                                                                      schema_ids[schema.id], channel.metadata)
+                writer.add_message(channel_ids[channel.id], message.log_time, message.data, message.publish_time,
+                                   message.sequence)
+            writer.finish()
+        times = [messages[at][2].log_time for at in part.tolist()]
+        info["relative_file_paths"].append(name)
+        info["files"].append({"path": name, "starting_time": {"nanoseconds_since_epoch": min(times)},
+                              "duration": {"nanoseconds": max(times) - min(times)}, "message_count": len(part)})
+    metadata_file.write_text(yaml.safe_dump(metadata))

@@ -9,9 +9,10 @@ and a step whose frame is older than ``max_frame_gap_s`` is dropped and reported
 from the recorded ``~/delta_ee`` commands, else from target or measured pose differences; the
 gripper is absolute. With ``state: true`` each step also stores the proprioceptive state
 (``uwm_core.spatial.proprio_state``): the latest measured end-effector pose at or before the step
-and the gripper command in effect before it. Two passes over each bag keep memory to two bags' frames (one bag is
-written while the next is read): the first
-reads stamps and the small messages, the second decodes only the frames that the steps use.
+and the gripper command in effect before it. Two passes over each bag keep memory to two bags'
+frames (one bag is written while the next is read): the first reads stamps and the small messages
+(of a frame only its header, where the bag is indexed MCAP), the second reads and decodes only the
+frames that the steps use.
 
 The dataset is written aside (a staging copy next to it) and swapped in at the end, so it is
 either fully updated or left as it was. Episodes whose source bag is already in the dataset are
@@ -294,7 +295,8 @@ def plan_episode(bag: Bag, cfg: ConvertConfig, report: EpisodeReport, allow_drop
     role_of = {topics[role]: role for role in cameras + used}
     streams = {role: Stream() for role in cameras + used}
     last_time: dict[str, int] = {}
-    for topic, log_ns, raw in bag.messages(list(role_of)):
+    camera_topics = [topics[role] for role in cameras]  # of a frame only its header stamp is needed here
+    for topic, log_ns, raw in bag.messages(list(role_of), head_only=camera_topics):
         role = role_of[topic]
         time_ns = log_ns
         if cfg.stamp_source == "header" and has_header(bag.topics[topic]):
@@ -456,14 +458,12 @@ def load_frames(bag: Bag, plan: EpisodePlan, cfg: ConvertConfig, workers: Thread
     def decode(raw, topic: str) -> np.ndarray:
         return to_dataset_resolution(decode_image_msg(bag.deserialize(raw, topic)), cfg.image_size)
 
-    ordinal = Counter()
+    used = {cam: sorted(rows) for cam, rows in rows_of.items()}  # a frame no step uses is never read
+    next_used = {cam: iter(ordinals) for cam, ordinals in used.items()}
     try:
-        for topic, _, raw in bag.messages(list(camera_of_topic)):
+        for topic, _, raw in bag.messages(list(camera_of_topic), only={t: used[c] for t, c in camera_of_topic.items()}):
             cam = camera_of_topic[topic]
-            rows = rows_of[cam].get(ordinal[cam])
-            ordinal[cam] += 1
-            if rows is None:
-                continue  # a frame no step uses is never decoded
+            rows = rows_of[cam][next(next_used[cam])]
             pending.append((cam, rows, topic, workers.submit(decode, raw, topic)))
             if len(pending) >= IN_FLIGHT_FRAMES:
                 store_oldest()
