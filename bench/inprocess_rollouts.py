@@ -27,17 +27,21 @@ from uwm_ros.sim.metrics import wilson_interval
 MAX_TRANSLATION, MAX_ROTATION = 0.02, 0.1  # config/policy.yaml's per-step clamps
 
 
-def rollout(wm: WorldModel, sim: SimFranka, seed: int, execute_steps: int, max_steps: int) -> tuple[bool, int]:
+def rollout(wm: WorldModel, sim: SimFranka, seed: int, execute_steps: int, max_steps: int,
+            chunk_at=None) -> tuple[bool, int, list]:
+    """One episode from ``seed``: (success, steps, end-effector position before each step and after
+    the last). ``chunk_at(images, state, step)`` gives the action chunk; default: the policy."""
+    chunk_at = chunk_at or (lambda images, state, step: wm.predict_actions(images, seed=seed * 1000 + step,
+                                                                           state=state))
     sim.reset(seed)
     gripper = 0.0  # the command in force: open until the policy closes it
-    frames, states = [sim.render()], [proprio_state(*sim.ee_pose(), gripper)]
+    frames, states, positions = [sim.render()], [proprio_state(*sim.ee_pose(), gripper)], [sim.ee_pose()[0]]
     step = 0
     while step < max_steps:
         latest = [max(len(frames) - wm.obs_horizon + k, 0) for k in range(wm.obs_horizon)]  # first frame repeated
         images = {cam: np.stack([frames[i][cam] for i in latest]) for cam in wm.cameras}
         state = np.stack([states[i] for i in latest]) if wm.state_dim else None
-        chunk = wm.predict_actions(images, seed=seed * 1000 + step, state=state)
-        for action in chunk[:execute_steps]:
+        for action in chunk_at(images, state, step)[:execute_steps]:
             sim.apply_delta(clamp_delta(action[:6], MAX_TRANSLATION, MAX_ROTATION))
             gripper = float(np.clip(action[6], 0.0, 1.0))
             sim.set_gripper(gripper)
@@ -45,11 +49,12 @@ def rollout(wm: WorldModel, sim: SimFranka, seed: int, execute_steps: int, max_s
             step += 1
             frames.append(sim.render())
             states.append(proprio_state(*sim.ee_pose(), gripper))
+            positions.append(sim.ee_pose()[0])
             if sim.success():
-                return True, step
+                return True, step, positions
             if step >= max_steps:
                 break
-    return False, step
+    return False, step, positions
 
 
 def main() -> None:
@@ -70,10 +75,10 @@ def main() -> None:
             started, results = time.monotonic(), []
             for seed in range(args.first_seed, args.first_seed + args.episodes):
                 results.append(rollout(wm, sim, seed, execute_steps, args.max_steps))
-            wins = sum(ok for ok, _ in results)
+            wins = sum(ok for ok, _, _ in results)
             low, high = wilson_interval(wins, len(results))
             print(f"execute_steps {execute_steps}: {wins}/{len(results)} = {wins / len(results):.0%} (95% Wilson "
-                  f"{low:.0%}..{high:.0%}), mean length {np.mean([n for _, n in results]):.1f} steps, "
+                  f"{low:.0%}..{high:.0%}), mean length {np.mean([n for _, n, _ in results]):.1f} steps, "
                   f"{time.monotonic() - started:.0f} s", flush=True)
     finally:
         sim.close()
