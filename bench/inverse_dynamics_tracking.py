@@ -38,11 +38,11 @@ from uwm_ros.sim.franka_env import SimFranka
 from uwm_ros.sim.metrics import wilson_interval
 
 
-def record_reference(sim: SimFranka, seed: int, max_steps: int) -> dict | None:
-    """The scripted expert's episode from ``seed``: the frame, end-effector position and
+def record_reference(sim: SimFranka, seed: int, max_steps: int, expert: ScriptedExpert | None = None) -> dict | None:
+    """The (scripted) expert's episode from ``seed``: the frame, end-effector position and
     proprioceptive state before each step and after the last, and its actions; None when it fails."""
     sim.reset(seed)
-    expert = ScriptedExpert("lift", MAX_TRANSLATION, MAX_ROTATION)
+    expert = expert or ScriptedExpert("lift", MAX_TRANSLATION, MAX_ROTATION)
     gripper = 0.0
     frames, positions, states, actions = [sim.render()], [sim.ee_pose()[0]], [proprio_state(*sim.ee_pose(), 0.0)], []
     for _ in range(max_steps):
