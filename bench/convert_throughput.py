@@ -57,7 +57,8 @@ def peak_rss_mb() -> float:
 
 
 def convert_in_this_process(bags, out, image_size, results) -> None:
-    from uwm_teleop.bag2dataset import ConvertConfig, convert
+    from uwm_teleop.bag2dataset import convert
+    from uwm_teleop.conversion_config import ConvertConfig
 
     cfg = ConvertConfig(image_size=image_size)
     before = peak_rss_mb()

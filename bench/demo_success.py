@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from uwm_ros.demo import machine
+from uwm_ros.tools.demo import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "demo_default.json"

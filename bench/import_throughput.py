@@ -117,7 +117,7 @@ def main() -> None:
               f"{steps / seconds:.1f} steps/s, {2 * steps / seconds:.0f} camera frames/s; peak memory above the loaded "
               f"modules {peak:.0f} MB")
 
-        from uwm_core.importers import export_lerobot
+        from uwm_core.exporters import export_lerobot
 
         start = time.perf_counter()
         report = export_lerobot(tmp / "droid_uwm", tmp / "droid_export", progress=False)

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the robot test double
 import numpy as np  # noqa: E402
 import rclpy  # noqa: E402
 import torch  # noqa: E402
@@ -37,7 +38,7 @@ from uwm_core.config import load_model_config  # noqa: E402
 from uwm_core.model import UnifiedWorldModel  # noqa: E402
 from uwm_core.processing import ActionNormalizer  # noqa: E402
 from uwm_ros.launch_helpers import DDS_PROFILE_VARIABLES, config_path  # noqa: E402
-from uwm_ros.synthetic_robot import SyntheticRobot  # noqa: E402
+from doubles.synthetic_robot import SyntheticRobot  # noqa: E402
 
 CAMERAS = ["left", "right", "wrist"]
 NS = "/soak"

@@ -15,12 +15,15 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import threading
 import time
+from pathlib import Path
 
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the robot test double
 import numpy as np  # noqa: E402
 import rclpy  # noqa: E402
 import torch  # noqa: E402
@@ -31,9 +34,9 @@ from uwm_core import WorldModel  # noqa: E402
 from uwm_core.config import load_model_config  # noqa: E402
 from uwm_core.model import UnifiedWorldModel  # noqa: E402
 from uwm_core.processing import ActionNormalizer  # noqa: E402
-from uwm_ros.policy_node import PolicyNode  # noqa: E402
-from uwm_ros.synthetic_robot import SyntheticRobot  # noqa: E402
-from uwm_teleop.spinning import spin  # noqa: E402
+from uwm_ros.policy.node import PolicyNode  # noqa: E402
+from uwm_ros.robot.spinning import spin  # noqa: E402
+from doubles.synthetic_robot import SyntheticRobot  # noqa: E402
 
 CAMERAS = ["left", "right", "wrist"]
 PRESET_OVERRIDES = {"paper": {"resnet_weights": None, "vae": {"pretrained": None}}}
@@ -84,8 +87,8 @@ def run(preset: str, seconds: float, device: str, precision: str, rate_hz: float
         time.sleep(seconds)
         status = node.status()
         ticks_run = round((time.monotonic() - activated) * rate_hz)  # the node keeps only its last ticks' times
-        ticks = np.diff(np.asarray(node._tick_times))
-        latencies = list(node._latencies)
+        ticks = np.diff(np.asarray(node._control.tick_times))
+        latencies = list(node._control.latencies)
         robot.change_state("deactivate")
         moving = [at for at, m in robot.snapshot("deltas")
                   if at > activated and any((m.twist.linear.x, m.twist.linear.y, m.twist.linear.z))]

@@ -9,7 +9,8 @@ learning-efficiency changes, side by side in one process.
 image and resize size, batch size) on a dataset of the demo's frame size; ``paper`` is the paper
 preset with the SDXL VAE architecture and ResNet-18 randomly initialised (nothing downloaded).
 The data are smooth random frames written with DatasetWriter, their latents cached as uwm-train
-does. Each mode runs the training step of uwm_core.train (``batch_loss``, backward, AdamW, EMA):
+does. Each mode runs the training step of uwm-train (uwm_core.training.step: ``batch_loss``, backward,
+AdamW, EMA):
 
 * before: every sample's frames are read from the dataset and resized at every step (and its
   latents read from the cache), AdamW's default (per-parameter) implementation, encoder trained,
@@ -40,7 +41,9 @@ from uwm_core.config import load_model_config
 from uwm_core.data import (DatasetWriter, EpisodeSamples, LatentCache, ShardedSampler, action_normalizer,
                            open_dataset, sample_spec)
 from uwm_core.model import UnifiedWorldModel
-from uwm_core.train import EMA, Objective, TrainConfig, batch_loss, hold_training_samples
+from uwm_core.training.config import TrainConfig
+from uwm_core.training.data import hold_training_samples
+from uwm_core.training.step import EMA, Objective, batch_loss
 
 CAMERAS = ["left", "right", "wrist"]
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "config" / "demo.yaml"

@@ -6,7 +6,7 @@
     .venv/bin/python bench/uwm_vs_dp.py --scale paper --device cuda   # Table V sizes: GPU days
 
 The paper's pretrain-then-finetune protocol (Sections IV-A, IV-B), on scripted sim demonstrations
-recorded and converted by the real pipeline (uwm_ros.sim_demos: sim + expert + recorder over ROS 2,
+recorded and converted by the real pipeline (uwm_ros.tools.sim_demos: sim + expert + recorder over ROS 2,
 then uwm-bag2dataset):
 
 - pretraining data: a multitask robot dataset with actions (the scale's demos of lift and stack);
@@ -39,8 +39,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from uwm_ros.demo import eval_argv, machine, train_argv
-from uwm_ros.orchestration import (OrchestrationError, console_script, cooperative_threads, isolate_ros_graph,
+from uwm_ros.tools.demo import eval_argv, machine, train_argv
+from uwm_ros.tools.processes import (OrchestrationError, console_script, cooperative_threads, isolate_ros_graph,
                                     run_logged)
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -147,7 +147,7 @@ class Bench:
 
     # ------------------------------------------------------------------ data
     def prepare_data(self) -> dict:
-        from uwm_ros.sim_demos import convert_bags, record_demos
+        from uwm_ros.tools.sim_demos import convert_bags, record_demos
 
         s, seconds = self.scale, {}
         sets = {"pretrain": (s.pretrain_demos, SEEDS["pretrain"]), "video": (s.video_demos, SEEDS["video"]),

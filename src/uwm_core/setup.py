@@ -41,7 +41,7 @@ setup(
             "uwm-train = uwm_core.train:main",
             "uwm-import-video = uwm_core.data.video_import:main",
             "uwm-import = uwm_core.importers.cli:import_main",
-            "uwm-export = uwm_core.importers.cli:export_main",
+            "uwm-export = uwm_core.exporters.cli:main",
         ],
     },
 )

@@ -15,8 +15,8 @@ def workspace_files(pattern):
 
 # Each executable is reachable as a console script (pip) and as `ros2 run uwm_ros <name>`.
 NODES = {
-    "policy_node": "uwm_ros.policy_node:main",
-    "sim_node": "uwm_ros.sim_node:main",
+    "policy_node": "uwm_ros.policy.node:main",
+    "sim_node": "uwm_ros.sim.node:main",
 }
 
 setup(
@@ -32,7 +32,7 @@ setup(
         (f"share/{PACKAGE}/config", workspace_files("config/*.yaml") + workspace_files("config/*.xml")),
     ],
     python_requires=">=3.10",
-    install_requires=["uwm_core", "uwm_teleop", "numpy", "opencv-python"],
+    install_requires=["uwm_core", "numpy", "opencv-python"],
     zip_safe=False,
     maintainer="uwm-ros developers",
     maintainer_email="uwm-ros@example.org",
@@ -41,11 +41,11 @@ setup(
     entry_points={
         "console_scripts": [
             *(f"{name} = {target}" for name, target in NODES.items()),
-            "uwm-policy-node = uwm_ros.policy_node:main",
-            "uwm-sim-node = uwm_ros.sim_node:main",
+            "uwm-policy-node = uwm_ros.policy.node:main",
+            "uwm-sim-node = uwm_ros.sim.node:main",
             "uwm-sim-expert = uwm_ros.sim.expert_node:main",
-            "uwm-demo = uwm_ros.demo:main",
-            "uwm-eval-sim = uwm_ros.eval_sim:main",
+            "uwm-demo = uwm_ros.tools.demo:main",
+            "uwm-eval-sim = uwm_ros.tools.eval_sim:main",
         ],
     },
 )

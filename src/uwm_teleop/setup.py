@@ -18,7 +18,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
     ],
     python_requires=">=3.10",
-    install_requires=["uwm_core", "numpy", "rosbags", "ruamel.yaml.clib", "mcap", "opencv-python"],
+    install_requires=["uwm_core", "uwm_ros", "numpy", "rosbags", "ruamel.yaml.clib", "mcap", "opencv-python"],
     zip_safe=False,
     maintainer="uwm-ros developers",
     maintainer_email="uwm-ros@example.org",

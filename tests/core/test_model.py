@@ -9,8 +9,11 @@ import torch
 
 from uwm_core import WorldModel
 from uwm_core.checkpoint import CheckpointError, save_checkpoint
-from uwm_core.config import load_model_config, preset_names
+from uwm_core.config import VARIANT_SPECS, load_model_config, preset_names
 from uwm_core.model import UnifiedWorldModel
+from uwm_core.model.obs_encoder import build_resnet18
+from uwm_core.model.precision import resolve_precision
+from uwm_core.model.vae import LatentCodec
 from uwm_core.processing import ActionNormalizer
 
 
@@ -42,7 +45,7 @@ def test_presets_load_and_paper_matches_table_v():
     assert (cfg.num_train_steps, cfg.num_inference_steps, cfg.beta_schedule, cfg.clip_sample) == (100, 10, "squaredcos_cap_v2", True)
     assert cfg.vae.pretrained == "stabilityai/sdxl-vae" and cfg.resnet_weights == "IMAGENET1K_V1"
     # 224 / 8 (SDXL VAE) = 28: the [28, 28, 4] latent of Table V
-    assert 224 // 2 ** (len(cfg.vae.block_out_channels) - 1) == 28 and cfg.vae.latent_channels == 4
+    assert 224 // cfg.vae.downsample == 28 and cfg.vae.latent_channels == 4
 
 
 @pytest.mark.parametrize("key,value,message", [
@@ -237,9 +240,6 @@ def test_checkpoint_errors_name_the_file_and_mismatch(tmp_path):
 
 
 def test_unreachable_pretrained_weights_say_which_and_how_to_point_at_a_local_copy(tmp_path):
-    from uwm_core.model.obs_encoder import build_resnet18
-    from uwm_core.model.vae import LatentCodec
-
     cfg = load_model_config("paper")
     # HF_HUB_OFFLINE=1 (conftest): the hub is unreachable for this test on any machine.
     with pytest.raises(RuntimeError, match=r"stabilityai/sdxl-vae.*model.vae.pretrained=/path/to/vae"):
@@ -263,8 +263,6 @@ BF16_MEAN_TOLERANCE, BF16_MAX_TOLERANCE = 0.04, 0.3
 
 @pytest.mark.parametrize("variant", ["uwm", "dp", "pad"])
 def test_bf16_inference_stays_close_to_fp32_in_every_mode(variant):
-    from uwm_core.model.uwm import VARIANT_MODES
-
     fp32 = make_model(variant)
     bf16 = make_model(variant).set_inference_precision("bf16")
     assert bf16.net.dtype == torch.bfloat16 and fp32.net.dtype == torch.float32
@@ -274,7 +272,7 @@ def test_bf16_inference_stays_close_to_fp32_in_every_mode(variant):
     if fp32.vae is not None:
         given["inverse_dynamics"] = {"next_latents": fp32.encode_frames(torch.rand(4, cfg.num_views, cfg.obs_horizon,
                                                                                    3, 32, 32))}
-    for mode in VARIANT_MODES[variant]:
+    for mode in VARIANT_SPECS[variant].modes:
         reference = fp32.sample(mode, obs, generator=torch.Generator().manual_seed(3), **given.get(mode, {}))
         low = bf16.sample(mode, obs, generator=torch.Generator().manual_seed(3), **given.get(mode, {}))
         errors = [(out - ref).abs() for ref, out in zip(reference, low) if ref is not None]
@@ -285,8 +283,6 @@ def test_bf16_inference_stays_close_to_fp32_in_every_mode(variant):
 
 
 def test_world_model_precision_setting():
-    from uwm_core.model.precision import resolve_precision
-
     norm = ActionNormalizer(np.array([-1.0, -3.0]), np.array([2.0, 3.0]))
     exact = WorldModel(make_model(), norm, precision="fp32")
     fast = WorldModel(make_model(), norm, precision="bf16")

@@ -1,4 +1,5 @@
 """Packaging: uwm_core stays ROS-free, installs editable into a fresh venv, and colcon builds all three."""
+import ast
 import os
 import shutil
 import subprocess
@@ -9,21 +10,43 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-ROS_PREFIXES = ("rclpy", "rosidl", "rcl_interfaces", "sensor_msgs", "geometry_msgs", "std_msgs", "lifecycle_msgs",
-                "launch", "launch_ros", "ament_index_python", "rosbags")
+ROS_PREFIXES = ("rclpy", "rosidl", "rcl_interfaces", "sensor_msgs", "geometry_msgs", "std_msgs", "std_srvs",
+                "lifecycle_msgs", "diagnostic_msgs", "launch", "launch_ros", "ament_index_python", "rosbags",
+                "uwm_ros", "uwm_teleop")
 
 
-def test_uwm_core_imports_no_ros_module():
-    code = (
-        "import importlib, pkgutil, sys, uwm_core\n"
-        "for m in pkgutil.walk_packages(uwm_core.__path__, 'uwm_core.'):\n"
-        "    importlib.import_module(m.name)\n"
-        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {ROS_PREFIXES!r})\n"
-        "print('imported', len([m for m in sys.modules if m.startswith('uwm_core')]), 'uwm_core modules')\n"
-        "assert not bad, bad\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
+def imported_modules(source: str) -> set[str]:
+    """Top-level names of every module ``source`` imports, at any depth (functions, try blocks)."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def forbidden_imports(package: Path, forbidden: tuple[str, ...]) -> dict[str, list[str]]:
+    """file -> the forbidden modules it imports, for every .py file of ``package``."""
+    found = {}
+    for path in sorted(package.rglob("*.py")):
+        bad = sorted(imported_modules(path.read_text()) & set(forbidden))
+        if bad:
+            found[str(path.relative_to(ROOT))] = bad
+    return found
+
+
+def test_the_import_check_sees_imports_inside_functions_and_try_blocks():
+    source = ("import os\n"
+              "def f():\n    from rclpy.node import Node\n"
+              "try:\n    import uwm_teleop.x\nexcept ImportError:\n    pass\n")
+    assert imported_modules(source) == {"os", "rclpy", "uwm_teleop"}
+
+
+def test_uwm_core_imports_no_ros_module_and_uwm_ros_no_teleop_module():
+    """Dependencies point one way: uwm_core (no ROS) <- uwm_ros <- uwm_teleop, read from the source."""
+    assert forbidden_imports(ROOT / "src/uwm_core/uwm_core", ROS_PREFIXES) == {}
+    assert forbidden_imports(ROOT / "src/uwm_ros/uwm_ros", ("uwm_teleop",)) == {}
 
 
 def test_pip_install_editable_uwm_core_into_a_fresh_venv(tmp_path):

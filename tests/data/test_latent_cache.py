@@ -9,7 +9,7 @@ from uwm_core.config import load_model_config
 from uwm_core.data import DatasetError, EpisodeSamples, LatentCache, action_normalizer, open_dataset, sample_spec
 from uwm_core.model import UnifiedWorldModel
 from uwm_core.processing import crop, frames_to_float, resize_images
-from uwm_core.synthetic import write_synthetic_dataset
+from doubles.synthetic_world import write_synthetic_dataset
 
 
 @pytest.fixture(scope="module")

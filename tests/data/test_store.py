@@ -1,4 +1,4 @@
-"""The episodic Zarr store: round trip, append, atomic commit under SIGKILL, validation."""
+"""The episodic Zarr store: round trip, append, atomic commit under SIGKILL, all-or-nothing updates, validation."""
 import json
 import os
 import shutil
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import zarr
 
-from uwm_core.data import DatasetError, DatasetWriter, open_dataset
+from uwm_core.data import DatasetBusyError, DatasetError, DatasetUpdate, DatasetWriter, open_dataset
 
 CAMERAS = ["left", "right", "wrist"]
 SHAPES = {"left": (18, 32), "right": (18, 32), "wrist": (24, 24)}  # cameras may differ in size
@@ -221,6 +221,104 @@ def test_crash_between_commit_steps_is_recovered(tmp_path, random_frames):
     ds = open_dataset(path)
     assert ds.num_episodes == 2 and ds.episode_lengths.tolist() == [3, 5]
     assert index.read_bytes().count(b"\n") == 2 and index.read_bytes().endswith(b"\n")
+
+
+def files_of(path: Path) -> dict:
+    return {p.relative_to(path): p.read_bytes() for p in path.rglob("*") if p.is_file()}
+
+
+def test_update_commits_all_or_nothing(tmp_path, random_frames):
+    """Into an existing dataset: invisible until the commit, then all at once; an abort or an
+    exception leaves every file as it was."""
+    path, rng = tmp_path / "demos", np.random.default_rng(5)
+    with DatasetWriter(path, cameras=["c"], fps=10, action_dim=2) as w:
+        w.add_episode(random_frames(rng, 3, {"c": (8, 8)}), np.zeros((3, 2)), task="first")
+    before = files_of(path)
+
+    update = DatasetUpdate(path, cameras=["c"], fps=10, action_dim=2)
+    assert [update.add_episode(random_frames(rng, n, {"c": (8, 8)}), np.ones((n, 2))) for n in (4, 5)] == [1, 2]
+    assert open_dataset(path).num_episodes == 1  # not yet committed
+    update.abort()
+    assert files_of(path) == before and open_dataset(path).num_episodes == 1
+
+    with pytest.raises(KeyError):
+        with DatasetUpdate(path, cameras=["c"], fps=10, action_dim=2) as update:
+            update.add_episode(random_frames(rng, 4, {"c": (8, 8)}), np.ones((4, 2)))
+            raise KeyError("a bad bag")
+    assert files_of(path) == before
+
+    with DatasetUpdate(path, cameras=["c"], fps=10, action_dim=2) as update:
+        for n in (4, 5):
+            update.add_episode(random_frames(rng, n, {"c": (8, 8)}), np.ones((n, 2)), task=f"task {n}")
+    ds = open_dataset(path)
+    assert ds.episode_lengths.tolist() == [3, 4, 5] and [ds.task(i) for i in range(3)] == ["first", "task 4", "task 5"]
+    assert not list(path.glob(".episodes.jsonl.tmp-*"))  # the index was replaced, nothing left aside
+    with pytest.raises(RuntimeError, match="closed"):
+        update.add_episode(random_frames(rng, 2, {"c": (8, 8)}), None)
+
+
+def test_update_creates_a_new_dataset_only_at_commit(tmp_path, random_frames):
+    path, rng = tmp_path / "new", np.random.default_rng(6)
+    update = DatasetUpdate(path, cameras=["c"], fps=10, action_dim=2)
+    update.add_episode(random_frames(rng, 3, {"c": (8, 8)}), np.zeros((3, 2)))
+    assert not path.exists()  # built aside
+    update.abort()
+    assert os.listdir(tmp_path) == []
+    DatasetUpdate(path, cameras=["c"], fps=10, action_dim=2).commit()  # no episode: no dataset
+    assert os.listdir(tmp_path) == []
+    with DatasetUpdate(path, cameras=["c"], fps=10, action_dim=2) as update:
+        assert update.add_episode(random_frames(rng, 3, {"c": (8, 8)}), np.zeros((3, 2))) == 0
+        assert not path.exists()
+    assert open_dataset(path).num_episodes == 1 and os.listdir(tmp_path) == ["new"]
+
+    (tmp_path / "other").mkdir()  # a directory that is not a dataset is never replaced
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"other: exists and is not a uwm dataset"):
+        DatasetUpdate(tmp_path / "other", cameras=["c"], fps=10, action_dim=2)
+    update = DatasetUpdate(tmp_path / "raced", cameras=["c"], fps=10, action_dim=2)
+    update.add_episode(random_frames(rng, 3, {"c": (8, 8)}), np.zeros((3, 2)))
+    DatasetWriter(tmp_path / "raced", cameras=["c"], fps=10, action_dim=2).close()  # created meanwhile
+    with pytest.raises(FileExistsError, match="another writer created this dataset"):
+        update.commit()
+    assert open_dataset(tmp_path / "raced").num_episodes == 0
+    assert sorted(os.listdir(tmp_path)) == ["new", "other", "raced"]
+
+
+def test_update_and_writer_exclude_each_other(tmp_path):
+    path = tmp_path / "demos"
+    DatasetWriter(path, cameras=["c"], fps=10, action_dim=2).close()
+    with DatasetUpdate(path, cameras=["c"], fps=10, action_dim=2):
+        with pytest.raises(DatasetBusyError, match="another DatasetWriter"):
+            DatasetWriter(path, cameras=["c"], fps=10, action_dim=2)
+    with DatasetWriter(path, cameras=["c"], fps=10, action_dim=2):
+        with pytest.raises(DatasetBusyError, match="another DatasetWriter"):
+            DatasetUpdate(path, cameras=["c"], fps=10, action_dim=2)
+
+
+KILLED_UPDATE = textwrap.dedent("""
+    import os, signal, sys, numpy as np
+    from uwm_core.data import DatasetUpdate
+    updates = [DatasetUpdate(path, cameras=["c"], fps=10, action_dim=2) for path in sys.argv[1:]]
+    for update in updates:
+        update.add_episode({"c": np.zeros((4, 8, 8, 3), np.uint8)}, np.ones((4, 2)))
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+def test_killed_update_leaves_the_datasets_as_they_were(tmp_path, random_frames):
+    existing, new = tmp_path / "existing", tmp_path / "new"
+    with DatasetWriter(existing, cameras=["c"], fps=10, action_dim=2) as w:
+        w.add_episode(random_frames(np.random.default_rng(7), 3, {"c": (8, 8)}), np.zeros((3, 2)))
+    before = files_of(existing)
+    proc = subprocess.run([sys.executable, "-c", KILLED_UPDATE, str(existing), str(new)], timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    assert open_dataset(existing).episode_lengths.tolist() == [3] and not new.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".new.tmp-")]  # the killed update's stage
+
+    with DatasetUpdate(existing, cameras=["c"], fps=10, action_dim=2):  # the next writer clears the remains
+        assert files_of(existing) == before
+    DatasetUpdate(new, cameras=["c"], fps=10, action_dim=2).abort()
+    assert sorted(os.listdir(tmp_path)) == ["existing"]
 
 
 def test_validation_names_the_broken_episode_and_array(tmp_path, random_frames):

@@ -16,7 +16,6 @@ from rosbags.rosbag2 import Reader
 
 from uwm_core import WorldModel
 from uwm_core.data import open_dataset
-from uwm_ros.eval_sim import strip_size
 
 BIN = Path(sys.executable).parent
 CAMERA_TOPICS = ["/cameras/left/image_raw", "/cameras/right/image_raw", "/cameras/wrist/image_raw"]
@@ -117,7 +116,8 @@ def test_predicted_frames_png_has_the_strip_layout(quick_demo):
     evaluation = json.loads(Path(report["artefacts"]["eval_report"]).read_text())
     strip = evaluation["artefacts"]["predicted_frames_png"]
     image = np.asarray(Image.open(report["artefacts"]["predicted_frames_png"]).convert("RGB"))
-    assert (image.shape[1], image.shape[0]) == tuple(strip["size"]) == strip_size(3)
+    # 3 groups of 2 96-px tiles 4 px apart, 16 px between groups; a 20-px caption over 3 camera rows 4 px apart
+    assert (image.shape[1], image.shape[0]) == tuple(strip["size"]) == (3 * (2 * 96 + 4) + 2 * 16, 20 + 3 * 96 + 2 * 4)
     assert strip["mode"] == "forward_dynamics"
     assert strip["predicted_steps"][0] == strip["current_step"] + 16  # the frames after one 16-action chunk
     assert 0.0 < strip["mse"] < 1.0

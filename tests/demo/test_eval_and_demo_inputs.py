@@ -15,8 +15,9 @@ from uwm_core.config import load_model_config
 from uwm_core.model import UnifiedWorldModel
 from uwm_core.processing import ActionNormalizer
 from uwm_core.spatial import apply_delta, delta_between
-from uwm_ros import eval_sim
-from uwm_ros.eval_sim import prediction_strip, step_actions, strip_size
+from uwm_ros.tools import eval_sim
+from uwm_ros.tools.rollout_media import prediction_strip
+from uwm_ros.tools.rollout_recorder import step_actions
 
 BIN = Path(sys.executable).parent
 PERIOD = 100_000_000
@@ -66,7 +67,7 @@ def test_a_subset_of_the_sim_cameras_is_accepted(tmp_path):
 
 
 def test_demo_refuses_an_unknown_task_and_a_directory_it_did_not_create(tmp_path, capsys):
-    from uwm_ros import demo
+    from uwm_ros.tools import demo
 
     code, err = run_main(demo.main, ["--task", "pour", "--out", str(tmp_path / "a")], capsys)
     assert code == 2 and "valid tasks: lift, stack" in err
@@ -122,8 +123,9 @@ def test_prediction_strip_layout():
     cameras = ["left", "wrist"]
     groups = [{c: rng.integers(0, 255, (2, 32, 32, 3), dtype=np.uint8) for c in cameras} for _ in range(3)]
     strip = prediction_strip(*groups, cameras, "test")
-    assert strip.shape[1::-1] == strip_size(2)
-    width, height = strip_size(2)
+    # 3 groups of 2 96-px tiles 4 px apart, 16 px between groups; a 20-px caption over 2 rows 4 px apart
+    width, height = 3 * (2 * 96 + 4) + 2 * 16, 20 + 2 * 96 + 4
+    assert strip.shape[1::-1] == (width, height)
     assert strip[height - 96:, :96].std() > 0  # the wrist row's first (current) tile
     assert (strip[20:, 2 * 96 + 4:2 * 96 + 4 + 16] == 255).all()  # the gap between current and actual
 
@@ -133,7 +135,7 @@ def test_prediction_strip_layout():
 def test_train_overrides_are_passed_as_yaml_values(value, expected):
     from omegaconf import OmegaConf
 
-    from uwm_ros.demo import override_value
+    from uwm_ros.tools.demo import override_value
 
     assert override_value(value) == expected
     assert OmegaConf.to_container(OmegaConf.from_dotlist([f"k={override_value(value)}"]))["k"] == value

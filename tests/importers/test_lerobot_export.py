@@ -23,7 +23,8 @@ import pytest
 
 from importer_fixtures import decode_all, open_video, scene
 from uwm_core.data import DatasetWriter, open_dataset
-from uwm_core.importers import LeRobotSource, Selection, check_lerobot_dataset, export_lerobot, run_import
+from uwm_core.exporters import export_lerobot
+from uwm_core.importers import LeRobotSource, Selection, check_lerobot_dataset, run_import
 from uwm_core.spatial import STATE_NAMES
 
 LENGTHS = (12, 7, 20)
@@ -87,7 +88,7 @@ def test_export_leaves_the_thread_scheduling_policy_as_it_was(exported, tmp_path
     """SVT-AV1 makes the thread that opens it real time (SCHED_FIFO 99) when run as root; left so,
     the test process and every process it started starved the ROS tests that came after."""
     script = ("import os, sys\n"
-              "from uwm_core.importers import export_lerobot\n"
+              "from uwm_core.exporters import export_lerobot\n"
               "policy = lambda: (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority)\n"
               "before = policy()\n"
               "export_lerobot(sys.argv[1], sys.argv[2], progress=False)\n"

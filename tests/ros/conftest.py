@@ -8,9 +8,9 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 
 from policy_test_helpers import CAMERAS, RecordingModel, make_checkpoint
-from uwm_ros.policy_node import PolicyNode
-from uwm_ros.synthetic_robot import SyntheticRobot
-from uwm_teleop.spinning import spin
+from uwm_ros.policy.node import PolicyNode
+from doubles.synthetic_robot import SyntheticRobot
+from uwm_ros.robot.spinning import spin
 
 _ids = itertools.count(1)
 

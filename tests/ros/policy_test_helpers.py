@@ -54,11 +54,6 @@ class RecordingModel:
         return actions
 
 
-def twist6(msg):
-    t = msg.twist
-    return np.array([t.linear.x, t.linear.y, t.linear.z, t.angular.x, t.angular.y, t.angular.z])
-
-
 def pose7(msg):
     p, o = msg.pose.position, msg.pose.orientation
     return np.array([p.x, p.y, p.z]), np.array([o.x, o.y, o.z, o.w])

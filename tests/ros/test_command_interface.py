@@ -1,4 +1,4 @@
-"""uwm_teleop.command_interface (shared by the policy and teleop nodes) over real DDS: clamps,
+"""uwm_ros.robot.command_interface (shared by the policy and teleop nodes) over real DDS: clamps,
 workspace box, pose checks, hold and reset, delta mode."""
 import threading
 import time
@@ -13,10 +13,13 @@ from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from std_msgs.msg import Float32
 
-from policy_test_helpers import pose7, same_rotation, twist6
+from doubles.synthetic_robot import twist6
+from policy_test_helpers import pose7, same_rotation
 from uwm_core.spatial import apply_delta
-from uwm_teleop.command_interface import CommandInterface, declare_command_parameters, franka_msgs_available
-from uwm_teleop.spinning import spin
+from uwm_ros.robot import CommandInterface
+from uwm_ros.robot.command_settings import declare_command_parameters
+from uwm_ros.robot.franka_gripper import franka_msgs_available
+from uwm_ros.robot.spinning import spin
 
 START = (np.array([0.5, 0.0, 0.3]), np.array([1.0, 0.0, 0.0, 0.0]))
 

@@ -11,7 +11,7 @@ import yaml
 from rcl_interfaces.msg import ParameterType
 from rclpy.parameter import Parameter
 
-from uwm_ros.policy_node import PolicyNode
+from uwm_ros.policy.node import PolicyNode
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = ROOT / "launch" / "policy.launch.py"

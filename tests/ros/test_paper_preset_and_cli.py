@@ -15,10 +15,10 @@ from uwm_core.config import load_model_config
 from uwm_core.model import UnifiedWorldModel
 from uwm_core.processing import ActionNormalizer
 from uwm_core.spatial import apply_delta
-from uwm_ros.synthetic_robot import SyntheticRobot
+from doubles.synthetic_robot import SyntheticRobot, twist6
 
 from policy_test_helpers import (ACTION_HIGH, ACTION_LOW, CAMERAS, RecordingModel, assert_on_the_control_grid, pose7,
-                                 same_rotation, twist6)
+                                 same_rotation)
 
 
 RELAXED_SENSOR_LIMITS = {"max_frame_age_s": 3.0, "max_frame_skew_s": 0.5, "max_pose_age_s": 3.0}

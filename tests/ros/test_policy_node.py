@@ -7,9 +7,10 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 
-from policy_test_helpers import assert_on_the_control_grid, make_checkpoint, pose7, same_rotation, twist6
+from doubles.synthetic_robot import twist6
+from policy_test_helpers import assert_on_the_control_grid, make_checkpoint, pose7, same_rotation
 from uwm_core.spatial import STATE_DIM, apply_delta, proprio_state
-from uwm_teleop.command_interface import franka_msgs_available
+from uwm_ros.robot.franka_gripper import franka_msgs_available
 
 EXECUTE_STEPS = 8  # the tiny test checkpoint's (paper-like: 16 actions, execute 8)
 

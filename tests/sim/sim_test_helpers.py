@@ -17,8 +17,8 @@ from std_msgs.msg import Bool, String
 
 from uwm_core.image_codec import decode_image_msg
 from uwm_ros.sim.ros_interface import EPISODE_QOS, STATE_QOS, parse_episode, pose_arrays
-from uwm_ros.sim_node import SimNode
-from uwm_teleop.spinning import spin
+from uwm_ros.sim.node import SimNode
+from uwm_ros.robot.spinning import spin
 
 CAMERAS = ("left", "right", "wrist")
 POSE_TOPIC = "/franka_robot_state_broadcaster/current_pose"

@@ -8,7 +8,7 @@ from rclpy.parameter import Parameter
 from uwm_ros.sim.franka_env import SimFranka
 from uwm_ros.sim.rendering import INSTALL_HINTS, RenderingUnavailable, check_rendering
 from uwm_ros.sim.tasks import get_task
-from uwm_ros.sim_node import SimNode
+from uwm_ros.sim.node import SimNode
 
 
 def test_unknown_task_lists_the_valid_tasks(ros_context):

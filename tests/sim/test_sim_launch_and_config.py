@@ -11,8 +11,8 @@ import yaml
 from rclpy.parameter import Parameter
 
 from uwm_ros.sim.expert_node import ExpertNode
-from uwm_ros.sim_node import PARAMETERS as SIM_PARAMETERS
-from uwm_ros.sim_node import SimNode
+from uwm_ros.sim.node import PARAMETERS as SIM_PARAMETERS
+from uwm_ros.sim.node import SimNode
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = ROOT / "launch" / "sim.launch.py"

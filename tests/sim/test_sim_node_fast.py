@@ -13,7 +13,7 @@ from std_srvs.srv import Trigger
 
 from sim_test_helpers import CAMERAS, RunningSim, wait_for
 from uwm_ros.sim.expert_node import ExpertNode
-from uwm_teleop.spinning import spin
+from uwm_ros.robot.spinning import spin
 
 DELTA_TOPIC = "/sim_expert/delta_ee"
 PERIOD_NS = 100_000_000

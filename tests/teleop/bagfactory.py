@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
+import yaml
+from mcap.reader import make_reader
+from mcap.writer import CompressionType, Writer as McapWriter
 from rosbags.rosbag2 import StoragePlugin, Writer
 
 from uwm_core.image_codec import encode_compressed, encode_raw
@@ -82,12 +86,6 @@ class BagBuilder:
 def rewrite_mcap(bag_dir, files: int = 1, compression: str = "") -> None:
     """Rewrite a one-file MCAP bag with the mcap library: split into ``files`` files in time (as
     `ros2 bag record --max-bag-duration` does) and/or with chunk ``compression`` (zstd, lz4)."""
-    from pathlib import Path
-
-    import yaml
-    from mcap.reader import make_reader
-    from mcap.writer import CompressionType, Writer as McapWriter
-
     bag_dir = Path(bag_dir)
     metadata_file = bag_dir / "metadata.yaml"
     metadata = yaml.safe_load(metadata_file.read_text())

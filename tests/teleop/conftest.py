@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent))  # bagfactory, fake_robot
-from fake_robot import BIN  # noqa: E402
+sys.path.insert(0, str(Path(__file__).parent))  # bagfactory, teleop_test_helpers
+from teleop_test_helpers import BIN  # noqa: E402
 
 
 class NodeProcess:

@@ -3,21 +3,28 @@ jitter (the alignment rule checked frame by frame), action sources, re-runs and 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from bagfactory import BagBuilder
+from bagfactory import BagBuilder, rewrite_mcap
+from scipy.spatial.transform import Rotation
 
 from uwm_core.data import open_dataset
 from uwm_core.image_codec import decode_compressed, encode_compressed
-from scipy.spatial.transform import Rotation
-
 from uwm_core.spatial import STATE_DIM, apply_delta, proprio_state
-from uwm_teleop.bag2dataset import ConversionError, ConvertConfig, convert, main, to_dataset_resolution
+from uwm_teleop.bag2dataset import ConversionError, convert, main
+from uwm_teleop.bag_reading import HEADER_BYTES, Bag
+from uwm_teleop.conversion_config import ConvertConfig
+from uwm_teleop.frame_loading import to_dataset_resolution
 
 T0 = 1_700_000_000 * 10**9
 MS = 1_000_000
@@ -335,31 +342,49 @@ def test_shipped_config_equals_builtin_defaults():
     assert shipped == ConvertConfig()
 
 
-def test_leftovers_of_a_killed_conversion_are_cleaned_or_restored(tmp_path):
+KILLED_CONVERSION = textwrap.dedent("""
+    import os, signal, sys
+    from uwm_core.data import DatasetUpdate
+    from uwm_teleop.bag2dataset import main
+    DatasetUpdate.commit = lambda self: os.kill(os.getpid(), signal.SIGKILL)  # killed just before committing
+    main(sys.argv[1:])
+""")
+
+
+def test_a_killed_conversion_leaves_the_dataset_as_it_was(tmp_path):
     rng = np.random.default_rng(6)
-    bag = BagBuilder(tmp_path / "bag")
-    camera(bag, LEFT, 20, 50 * MS, rng)
-    camera(bag, WRIST, 20, 50 * MS, rng)
-    commands(bag, 8, rng)
-    bag.close()
+    for name in ("a", "b"):
+        bag = BagBuilder(tmp_path / "bags" / name, custom={"uwm.episode_id": f"id-{name}"})
+        camera(bag, LEFT, 20, 50 * MS, rng)
+        camera(bag, WRIST, 20, 50 * MS, rng)
+        commands(bag, 8, rng)
+        bag.close()
     out = tmp_path / "dataset"
-    dead_pid = 2**22 + 12345  # above the default pid_max: no such process
-    # killed between the two renames of a commit: the previous dataset is put back first
-    (tmp_path / "elsewhere").mkdir()
-    convert([tmp_path / "bag"], tmp_path / "elsewhere" / "dataset", config(), progress=False)
-    shutil.move(tmp_path / "elsewhere" / "dataset", tmp_path / f".dataset.previous-{dead_pid}")
-    (tmp_path / f".dataset.staging-{dead_pid}").mkdir()  # and a killed run's staging copy is removed
-    reports = convert([tmp_path / "bag"], out, config(), progress=False)
-    assert [r.status for r in reports] == ["present"]  # the restored dataset already has this bag
-    assert open_dataset(out).num_episodes == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bag", "dataset", "elsewhere"]
+    options = ["--out", str(out), "--config", str(_config_file(tmp_path))]
+
+    def killed_conversion(bag: Path) -> None:
+        proc = subprocess.run([sys.executable, "-c", KILLED_CONVERSION, str(bag), *options],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+
+    killed_conversion(tmp_path / "bags" / "a")  # into a new dataset: none appears
+    assert not out.exists()
+    assert main([str(tmp_path / "bags" / "a"), *options]) == 0  # and the killed run's remains are removed
+    assert sorted(os.listdir(tmp_path)) == ["bags", "convert_0_.yaml", "dataset"]
+    killed_conversion(tmp_path / "bags" / "b")  # into an existing one: it stays as it was
+    ds = open_dataset(out)
+    assert ds.num_episodes == 1 and ds.metadata(0)["source_id"] == "id-a"
+    reports = convert([tmp_path / "bags"], out, config(), progress=False)
+    assert [r.status for r in reports] == ["present", "converted"]
+    ds = open_dataset(out)
+    assert [ds.metadata(i)["source_id"] for i in range(ds.num_episodes)] == ["id-a", "id-b"]
+    assert sorted(os.listdir(out / "episodes")) == ["ep_000000", "ep_000001", "zarr.json"]
+    assert sorted(os.listdir(tmp_path)) == ["bags", "convert_0_.yaml", "dataset"]
 
 
 def test_mcap_messages_match_rosbags_order_and_bytes(tmp_path):
     """MCAP messages are read with the mcap library (fast path), sqlite3 with rosbags: both give
     the messages of the topics asked for, in log-time order, byte for byte as rosbags reads them."""
-    from uwm_teleop.bag_reading import Bag
-
     rng = np.random.default_rng(3)
     for storage in ("mcap", "sqlite3"):
         bag = BagBuilder(tmp_path / storage, storage=storage)
@@ -384,10 +409,6 @@ def test_partial_reads_give_the_same_messages_split_or_compressed(tmp_path, file
     """Indexed, uncompressed MCAP is read through its message indexes (pass 1 reads a frame's header
     only, pass 2 only the frames it uses); split files are numbered across the bag; compressed
     chunks are read whole, with the same results."""
-    from bagfactory import rewrite_mcap
-
-    from uwm_teleop.bag_reading import HEADER_BYTES, Bag
-
     for name in ("original", "bag"):
         rng = np.random.default_rng(4)
         bag = BagBuilder(tmp_path / name)

@@ -1,4 +1,4 @@
-"""uwm_teleop.spinning.spin keeps an executor's callbacks running while another thread creates and
+"""uwm_ros.robot.spinning.spin keeps an executor's callbacks running while another thread creates and
 destroys publishers and subscriptions (ros2/rclpy#1284: plain ``executor.spin()`` raises
 InvalidHandle and its thread dies; seen killing the sim node's executor in a test teardown)."""
 import sys
@@ -9,8 +9,8 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from std_msgs.msg import String
 
-from fake_robot import wait_for
-from uwm_teleop.spinning import spin
+from doubles.commander import wait_for
+from uwm_ros.robot.spinning import spin
 
 
 def test_spinning_survives_entities_destroyed_by_another_thread(ros):

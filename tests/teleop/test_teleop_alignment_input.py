@@ -14,9 +14,11 @@ import pytest
 import yaml
 from rclpy.parameter import Parameter
 
+from uwm_core.data import alignment
+from uwm_core.data.alignment import AlignmentError
 from uwm_core.spatial import apply_delta, delta_between
-from uwm_teleop import alignment
-from uwm_teleop.alignment import AlignmentError
+from uwm_ros.robot.command_settings import CommandSettings
+from uwm_teleop import recorder, teleop_node
 from uwm_teleop.teleop_input import KeyboardInput, apply_deadband
 
 MS = 1_000_000
@@ -95,19 +97,14 @@ def test_deadband():
 
 @pytest.mark.skipif(importlib.util.find_spec("pyspacemouse") is not None, reason="pyspacemouse is installed here")
 def test_spacemouse_without_pyspacemouse_says_how_to_install(ros):
-    from uwm_teleop.teleop_node import TeleopNode
-
     with pytest.raises(RuntimeError, match="pip install pyspacemouse"):
-        TeleopNode(parameter_overrides=[Parameter("input", value="spacemouse")])
+        teleop_node.TeleopNode(parameter_overrides=[Parameter("input", value="spacemouse")])
 
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_params_files_set_only_declared_parameters_and_launch_file_parses():
-    from uwm_teleop import recorder, teleop_node
-    from uwm_teleop.command_interface import CommandSettings
-
     teleop = yaml.safe_load((ROOT / "config" / "teleop.yaml").read_text())["/**"]["ros__parameters"]
     assert set(teleop) == set(teleop_node.PARAMETERS) | {f.name for f in fields(CommandSettings)}
     recorder_params = yaml.safe_load((ROOT / "config" / "recorder.yaml").read_text())["/**"]["ros__parameters"]

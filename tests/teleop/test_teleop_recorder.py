@@ -7,15 +7,17 @@ import time
 
 import numpy as np
 import rclpy
-from fake_robot import Commander, FakeRobot, wait_for
+from doubles.commander import Commander, wait_for
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
+from teleop_test_helpers import teleop_robot
 
 from uwm_core.data import open_dataset
-from uwm_teleop.bag2dataset import ConvertConfig, convert
+from uwm_teleop.bag2dataset import convert
 from uwm_teleop.bag_reading import Bag
+from uwm_teleop.conversion_config import ConvertConfig
 
 CAMERAS = {"left": ("/rec/left", (48, 64), "rgb8"), "wrist": ("/rec/wrist", (48, 64), "mono8")}
 
@@ -79,7 +81,7 @@ def finished(output_dir):
 
 def test_recorder_episodes_sigkill_and_interrupt(ros, node_processes, tmp_path):
     bags = tmp_path / "bags"
-    robot = FakeRobot(CAMERAS, camera_hz=20.0, pose_hz=30.0).start()
+    robot = teleop_robot(CAMERAS, camera_rate_hz=20.0)
     commander = Commander().start()
     client = RecorderClient()
     try:
@@ -117,7 +119,7 @@ def test_recorder_episodes_sigkill_and_interrupt(ros, node_processes, tmp_path):
     finally:
         client.close()
         commander.stop()
-        robot.stop()
+        robot.close()
 
     names = sorted(p.name for p in bags.iterdir())
     assert names[0].startswith("episode_0001") and names[1].startswith("episode_0002")

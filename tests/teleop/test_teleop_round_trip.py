@@ -11,13 +11,14 @@ import time
 
 import numpy as np
 import torch
-from fake_robot import BIN, FakeRobot, wait_for
+from doubles.commander import wait_for
+from teleop_test_helpers import BIN, teleop_robot
 
 from uwm_core.data import open_dataset
 from uwm_core.data.samples import EpisodeSamples, SampleSpec, Window
 from uwm_core.processing import ActionNormalizer, frames_to_float
-from uwm_teleop.bag2dataset import to_dataset_resolution
 from uwm_teleop.bag_reading import Bag, header_stamp_ns
+from uwm_teleop.frame_loading import to_dataset_resolution
 
 TOPICS = {"pose": "/robot/current_pose", "target": "/robot/target_pose", "delta": "/teleop/delta_ee",
           "gripper": "/gripper/command"}
@@ -50,21 +51,20 @@ def episode_dirs(output_dir):
 
 def test_teleop_record_convert_round_trip(ros, node_processes, tmp_path):
     bags = tmp_path / "bags"
-    robot = FakeRobot(CAMERAS, camera_hz=15.0, pose_hz=30.0, pose_topic=TOPICS["pose"],
-                      target_topic=TOPICS["target"]).start()
+    robot = teleop_robot(CAMERAS, camera_rate_hz=15.0, keep_published=True)
     try:
         recorder = node_processes("uwm-recorder", recorder_params(bags), tmp_path, "recorder")
         master, slave = pty.openpty()
         teleop = node_processes("uwm-teleop", teleop_params(), tmp_path, "teleop", stdin=slave)
         os.close(slave)
-        wait_for(lambda: len(robot.deltas) > 3, 60, "the teleop node to command the robot")
+        wait_for(lambda: len(robot.deltas()) > 3, 60, "the teleop node to command the robot")
         wait_for(lambda: "subscribed to /gripper/command" in recorder.output()
                  and recorder.output().count("subscribed to") == 6, 60, "the recorder to subscribe to all topics")
 
         press(master, "n")  # episode 1
         wait_for(lambda: list(bags.glob("*.partial")), 20, "episode 1 to start")
         press(master, "w", 10)  # +x for about a second
-        g_pressed = len(robot.grippers)
+        g_pressed = len(robot.grippers())
         press(master, "g")  # close the gripper
         press(master, "a", 6)  # +y
         press(master, "j", 6)  # yaw
@@ -80,26 +80,25 @@ def test_teleop_record_convert_round_trip(ros, node_processes, tmp_path):
 
         press(master, " ")  # clutch: the robot holds (one zero delta), motion keys do nothing
         time.sleep(0.5)
-        paused_at = len(robot.deltas)
+        paused_at = len(robot.deltas())
         press(master, "w", 5)
         time.sleep(0.3)
-        assert len(robot.deltas) == paused_at and np.allclose(robot.deltas[-1][1], 0.0)
+        assert len(robot.deltas()) == paused_at and np.allclose(robot.deltas()[-1][1], 0.0)
         press(master, " ")  # resume
         press(master, "w", 5)
-        wait_for(lambda: any(d[0] > 0.001 for _, d in robot.deltas[paused_at:]), 10, "motion after the clutch")
+        wait_for(lambda: any(d[0] > 0.001 for _, d in robot.deltas()[paused_at:]), 10, "motion after the clutch")
 
-        deltas_before_eof = len(robot.deltas)
+        deltas_before_eof = len(robot.deltas())
         os.close(master)  # the terminal goes away: safe stop
         assert teleop.proc.wait(20) == 1, teleop.output()[-3000:]
         time.sleep(0.5)
-        with robot.lock:
-            after_eof = [d for _, d in robot.deltas[deltas_before_eof:]]
+        after_eof = [d for _, d in robot.deltas()[deltas_before_eof:]]
         assert after_eof and np.allclose(after_eof[-1], 0.0), "the last command after input loss must be a hold"
         assert "keyboard input" in teleop.output() and "the robot holds" in teleop.output()
         assert recorder.stop() == 0, recorder.output()[-3000:]
         assert "Traceback" not in teleop.output() + recorder.output()
     finally:
-        robot.stop()
+        robot.close()
 
     # the bags carry task, outcome and topics
     first, second = episode_dirs(bags)
@@ -142,11 +141,11 @@ def test_teleop_record_convert_round_trip(ros, node_processes, tmp_path):
     np.testing.assert_array_equal(episode.frames["left"][3], robot.published["left"][meta["frame_times_ns"]["left"][3]])
 
     # actions: the published delta of each step; the gripper closes at the step where g took effect
-    published = {stamp: delta for stamp, delta in robot.deltas}
+    published = {stamp: delta for stamp, delta in robot.deltas()}
     expected = np.stack([published[int(s)] for s in steps])
     np.testing.assert_allclose(episode.actions[:, :6], expected, atol=1e-6)
     assert np.abs(expected[:, 0]).max() > 0.005 and np.abs(expected[:, 5]).max() > 0.02  # it moved and turned
-    first_closed = next(t for t, g in robot.grippers[g_pressed:] if g == 1.0)
+    first_closed = next(t for t, g in robot.grippers()[g_pressed:] if g == 1.0)
     gripper = episode.actions[:, 6]
     closing_step = int(np.argmax(gripper == 1.0))
     np.testing.assert_array_equal(gripper, np.arange(len(steps)) >= closing_step)  # open, then closed

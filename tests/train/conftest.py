@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from uwm_core.synthetic import write_synthetic_dataset
+from doubles.synthetic_world import write_synthetic_dataset
 from uwm_core.train import load_train_config, train
 
 

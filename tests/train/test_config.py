@@ -1,6 +1,10 @@
 """Training recipes and key=value overrides; bad values give one line naming the key."""
+import numpy as np
 import pytest
+import yaml
 
+from uwm_core.config import config_dir, load_model_config, preset_names
+from uwm_core.data import sample_spec
 from uwm_core.train import TrainConfig, load_train_config, main
 
 
@@ -50,10 +54,6 @@ def test_cli_prints_one_line(capsys, tmp_path):
 
 def crop_settings():
     """Every model preset as shipped, and with the model overrides of each recipe and of the demo."""
-    import yaml
-
-    from uwm_core.config import config_dir, preset_names
-
     cases = [(name, {}) for name in preset_names()]
     for recipe in sorted((config_dir() / "train").glob("*.yaml")):
         data = yaml.safe_load(recipe.read_text())
@@ -65,21 +65,14 @@ def crop_settings():
 
 @pytest.mark.parametrize("preset, overrides", crop_settings())
 def test_the_deployment_crop_is_one_of_the_training_crops(preset, overrides):
-    import numpy as np
-
-    from uwm_core.config import load_model_config
-    from uwm_core.data import sample_spec
-
     cfg = load_model_config(preset, overrides)
-    spec = sample_spec(cfg, 2 ** (len(cfg.vae.block_out_channels) - 1) if cfg.has_image_diffusion else 1)
+    spec = sample_spec(cfg, cfg.vae.downsample if cfg.variant_spec.image_diffusion else 1)
     rng = np.random.default_rng(0)
     training = {spec.crop_offsets(rng) for _ in range(2000)}
     assert spec.crop_offsets(None) in training, (spec.crop_offsets(None), sorted(training))
 
 
 def test_a_resize_that_puts_the_deployment_crop_off_the_latent_grid_is_refused():
-    from uwm_core.config import load_model_config
-
     with pytest.raises(ValueError, match=r"^model.resize_shape: \[36, 36\] puts the centre 32x32 crop .* at \[2, 2\], "
                                          r"off the 8-px latent grid .* use \[48, 48\]"):
         load_model_config("small", {"image_size": 32, "resize_shape": [36, 36]})

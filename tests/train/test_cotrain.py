@@ -1,12 +1,11 @@
 """Cotraining with action-free video: the video samples train the image diffusion, not the actions."""
-import json
-
 import torch
 
 from uwm_core.config import load_model_config
 from uwm_core.data import EpisodeSamples, Mixture, action_normalizer, open_dataset, sample_spec
 from uwm_core.model import UnifiedWorldModel
-from uwm_core.train import Objective, batch_loss, train
+from uwm_core.train import train
+from uwm_core.training.step import Objective, batch_loss
 
 
 def test_video_samples_reach_the_image_loss_not_the_action_targets(world):
@@ -46,10 +45,16 @@ def test_video_samples_reach_the_image_loss_not_the_action_targets(world):
 
 def test_cotrain_end_to_end(tmp_path, world, tiny_config):
     cfg = tiny_config(tmp_path, "co", recipe="cotrain", video_datasets=f"[{world['video']}]", num_steps=3,
-                      batch_size=8, trace_samples="true")
-    run = train(cfg)
-    steps = [json.loads(line) for line in (run / "trace" / "rank0.jsonl").read_text().splitlines()]
-    samples = [(s, flag, t) for step in steps for s, flag, t in zip(step["samples"], step["has_actions"], step["t_action"])]
+                      batch_size=8)
+    steps, samples = [], []  # (sample id, has actions, action timestep) of every trained sample
+
+    def record(run, batches, infos):  # a step hook: after every optimiser step
+        steps.append(run.step)
+        for batch, info in zip(batches, infos):
+            samples.extend(zip(batch["sample_id"].tolist(), batch["has_actions"].tolist(), info["t_action"].tolist()))
+
+    run = train(cfg, hooks=[record])
+    assert steps == [1, 2, 3] and len(samples) == 3 * 8
     video = [x for x in samples if x[0][0] == 1]
     assert video and len(video) < len(samples)  # one uniformly sampled mixture
     assert all(not flag and t == 99 for _, flag, t in video)

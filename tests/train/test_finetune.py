@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from uwm_core.data import DatasetWriter
-from uwm_core.synthetic import generate_episodes
+from doubles.synthetic_world import generate_episodes
 from uwm_core.train import train
 
 

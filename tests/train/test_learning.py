@@ -21,7 +21,7 @@ import torch
 
 from uwm_core import WorldModel
 from uwm_core.processing import model_view
-from uwm_core.synthetic import DRIFT_RANGE, SPEED_RANGE, START_Y, WORLD, disc_position, generate_episodes, write_synthetic_dataset
+from doubles.synthetic_world import DRIFT_RANGE, SPEED_RANGE, START_Y, WORLD, disc_position, generate_episodes, write_synthetic_dataset
 from uwm_core.train import load_train_config, train
 
 TRAIN_EPISODES, TEST_EPISODES, MAX_STEPS = 400, 64, 6

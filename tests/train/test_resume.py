@@ -8,6 +8,7 @@ import time
 import torch
 from safetensors.torch import load_file
 
+from uwm_core.durable import recover_staging, replace_file, staging_path
 from uwm_core.train import load_train_config, train
 
 TRAIN = [sys.executable, "-m", "uwm_core.train", "--config", "pretrain"]
@@ -107,3 +108,11 @@ def test_sigkill_at_random_moments_always_resumes(tmp_path, tiny_args, env):
     assert "cleared what an interrupted save left" in finished.stdout + finished.stderr or not leftovers[-1]
     assert torch.load(run / "checkpoint" / "training_state.pt", weights_only=False)["step"] == last_step + 2
     assert not [p for where in (run, run / "checkpoints") for p in where.iterdir() if p.name.startswith(".")]
+
+
+def test_resume_clears_what_a_killed_file_replacement_left(tmp_path):
+    target = replace_file(tmp_path / "config.yaml", "a: 1\n")
+    leftover = staging_path(target)
+    leftover.write_text("a: 2")  # a kill inside replace_file, before its rename
+    assert recover_staging(tmp_path) == [f"removed {leftover.name}"]
+    assert target.read_text() == "a: 1\n" and [p.name for p in tmp_path.iterdir()] == ["config.yaml"]

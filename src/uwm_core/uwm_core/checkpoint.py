@@ -4,7 +4,9 @@
       config.yaml            resolved config: ``model:`` (ModelConfig) and, from uwm-train, ``train:``
       model.safetensors      model weights (EMA weights when written by uwm-train), VAE included
       normalizer.json        action statistics used to normalise the training data
-      training_state.pt      optional: raw weights, optimiser, LR schedule, sampler and RNG state
+      training_state.pt      optional (uwm-train's latest checkpoint): what exact resume needs beside
+                             model.safetensors: raw trained weights, optimiser, LR schedule, EMA step
+                             count, sampler position and RNG states (uwm_core.training.checkpoints)
 
 A checkpoint is written into a temporary sibling directory, flushed, and then swapped with the one
 under the final name in one atomic step: a kill at any instant leaves a complete checkpoint there

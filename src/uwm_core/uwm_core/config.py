@@ -10,11 +10,57 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, NamedTuple, Optional
 
 from omegaconf import OmegaConf
 
-VARIANTS = ("uwm", "dp", "pad")
+# Sampling modes: settings of the action and image timesteps (uwm_core.model.uwm).
+MODES = ("policy", "video", "forward_dynamics", "inverse_dynamics", "joint")
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """What one value of ``model.variant`` builds, trains and samples."""
+
+    image_diffusion: bool  # a VAE and next-frame latent tokens (without: actions only)
+    # Clean current latents, concatenated to the noisy next ones on channels, are the observation
+    # condition; no ResNet features in AdaLN (so no proprioceptive state either).
+    latent_condition: bool
+    # One timestep noises actions and latents together. It represents only the joint
+    # distribution, so every mode samples jointly (policy and video are its marginals).
+    shared_timestep: bool
+    # Action-free (video) samples: "impute" replaces their actions with unit Gaussian noise at
+    # timestep T and averages the action loss over all samples (paper III-D); "mask" replaces their
+    # action tokens with a learned token and leaves them out of the action loss; None: no special
+    # case, the variant expects robot samples only (uwm-train refuses video datasets for a new one).
+    action_free: Literal["impute", "mask"] | None
+    modes: tuple[str, ...]  # the MODES it can sample
+
+    @property
+    def num_timesteps(self) -> int:
+        """Timesteps the denoiser is told: one per diffused modality, unless they share one."""
+        return 2 if self.image_diffusion and not self.shared_timestep else 1
+
+
+VARIANT_SPECS = {
+    # the paper's method: coupled video-action diffusion with independent timesteps
+    "uwm": VariantSpec(image_diffusion=True, latent_condition=False, shared_timestep=False,
+                       action_free="impute", modes=MODES),
+    # Diffusion Policy baseline: the same backbone without image diffusion
+    "dp": VariantSpec(image_diffusion=False, latent_condition=False, shared_timestep=False,
+                      action_free=None, modes=("policy",)),
+    # PAD baseline: one coupled timestep, conditioned on the clean current latents
+    "pad": VariantSpec(image_diffusion=True, latent_condition=True, shared_timestep=True,
+                       action_free="mask", modes=("policy", "video", "joint")),
+}
+
+
+class PatchShape(NamedTuple):
+    """Latent patch size, in the order of the ``patch_shape`` key: [height, width, time]."""
+
+    height: int
+    width: int
+    time: int  # frames
 
 
 @dataclass
@@ -39,13 +85,15 @@ class VAEConfig:
     # (0: keep it random). Makes decoded predictions of small demo models viewable.
     fit_steps: int = 0
 
+    @property
+    def downsample(self) -> int:
+        """Pixels per latent along each side: one halving per block after the first."""
+        return 2 ** (len(self.block_out_channels) - 1)
+
 
 @dataclass
 class ModelConfig:
-    # uwm: coupled video-action diffusion with independent timesteps (the paper's method).
-    # dp: Diffusion Policy baseline (same backbone, no image diffusion).
-    # pad: PAD baseline (one coupled timestep, clean current latents concatenated on channels).
-    variant: str = "uwm"
+    variant: str = "uwm"  # a key of VARIANT_SPECS: uwm, dp or pad
     # Filled from the dataset when training; ordered like the camera topics at deployment.
     cameras: list[str] = field(default_factory=lambda: ["left", "right", "wrist"])
     action_dim: int = 7
@@ -76,7 +124,7 @@ class ModelConfig:
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
     num_registers: int = 8
-    patch_shape: list[int] = field(default_factory=lambda: [4, 4, 2])  # latent (H, W, T)
+    patch_shape: list[int] = field(default_factory=lambda: [4, 4, 2])  # latent [H, W, T]: see ``patch``
     # Diffusion (diffusers DDPM for training, DDIM for sampling)
     num_train_steps: int = 100
     num_inference_steps: int = 10
@@ -91,8 +139,13 @@ class ModelConfig:
         return len(self.cameras)
 
     @property
-    def has_image_diffusion(self) -> bool:
-        return self.variant != "dp"
+    def variant_spec(self) -> VariantSpec:
+        return VARIANT_SPECS[self.variant]
+
+    @property
+    def patch(self) -> PatchShape:
+        """``patch_shape`` with named fields: read sizes by name, never by position."""
+        return PatchShape(*self.patch_shape)
 
 
 def config_dir() -> Path:
@@ -126,7 +179,7 @@ def validate_model_config(cfg: ModelConfig) -> ModelConfig:
         if not ok:
             raise ValueError(f"model.{key}: {message}")
 
-    need(cfg.variant in VARIANTS, "variant", f"{cfg.variant!r} is not one of {list(VARIANTS)}")
+    need(cfg.variant in VARIANT_SPECS, "variant", f"{cfg.variant!r} is not one of {list(VARIANT_SPECS)}")
     need(len(cfg.cameras) > 0, "cameras", "at least one camera is required")
     need(len(set(cfg.cameras)) == len(cfg.cameras), "cameras", f"duplicate names in {cfg.cameras}")
     for key in ("action_dim", "obs_horizon", "action_horizon", "image_size", "embed_dim", "depth",
@@ -140,20 +193,20 @@ def validate_model_config(cfg: ModelConfig) -> ModelConfig:
          f"must be [H, W] with both >= image_size={cfg.image_size}, got {list(cfg.resize_shape)}")
     need(cfg.num_inference_steps <= cfg.num_train_steps, "num_inference_steps",
          f"{cfg.num_inference_steps} exceeds num_train_steps={cfg.num_train_steps}")
-    need(not (cfg.use_state and cfg.variant == "pad"), "use_state",
+    need(not (cfg.use_state and cfg.variant_spec.latent_condition), "use_state",
          "the PAD baseline conditions on latents only; proprioceptive state needs variant uwm or dp")
     need(cfg.state_dim >= 0, "state_dim", f"must not be negative, got {cfg.state_dim}")
     need(len(cfg.patch_shape) == 3, "patch_shape", f"must be [H, W, T], got {list(cfg.patch_shape)}")
-    factor = 2 ** (len(cfg.vae.block_out_channels) - 1)
+    factor = cfg.vae.downsample
     latent = cfg.image_size // factor
-    ph, pw, pt = cfg.patch_shape
-    if cfg.has_image_diffusion:
+    patch = cfg.patch
+    if cfg.variant_spec.image_diffusion:
         need(cfg.image_size % factor == 0, "image_size",
              f"{cfg.image_size} is not a multiple of the VAE downsampling factor {factor}")
-        need(latent % ph == 0 and latent % pw == 0, "patch_shape",
-             f"latent size {latent}x{latent} is not divisible by patch {ph}x{pw}")
-        need(cfg.obs_horizon % pt == 0, "patch_shape",
-             f"obs_horizon={cfg.obs_horizon} is not divisible by temporal patch {pt}")
+        need(latent % patch.height == 0 and latent % patch.width == 0, "patch_shape",
+             f"latent size {latent}x{latent} is not divisible by patch {patch.height}x{patch.width}")
+        need(cfg.obs_horizon % patch.time == 0, "patch_shape",
+             f"obs_horizon={cfg.obs_horizon} is not divisible by temporal patch {patch.time}")
         # training crops lie on the latent grid (the latent cache is cropped with them) and
         # deployment takes the centre crop: it must be one of the training crops
         centre = [(r - cfg.image_size) // 2 for r in cfg.resize_shape]

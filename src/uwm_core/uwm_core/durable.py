@@ -1,13 +1,15 @@
-"""Crash-safe directory commits: write aside, fsync, rename into place, fsync the parent.
+"""Crash-safe commits: write aside, fsync, rename into place, fsync the parent.
 
 Datasets (episodes), checkpoints, latent caches and recorded bags are all committed this way, so a
-crash or SIGKILL leaves either the complete directory under its final name or nothing there.
+crash or SIGKILL leaves either the complete directory under its final name or nothing there; single
+files (a run's config.yaml, a cache's info.json) are replaced the same way by ``replace_file``.
 A directory that is replaced (the latest checkpoint) is swapped with its new version in one atomic
 step, so its name always holds a complete one, the old or the new.
 
-Staging directories are siblings named ``.<final name>.tmp-<8 hex>`` (being written, or the old
-version after a swap) and, where the atomic swap is unavailable, ``.<final name>.old-<8 hex>`` (the
-old version moved aside for an instant); ``recover_staging`` clears what a kill left of them.
+Staging directories and files are siblings named ``.<final name>.tmp-<8 hex>`` (being written,
+or the old version after a swap) and, where the atomic swap is unavailable,
+``.<final name>.old-<8 hex>`` (the old version moved aside for an instant); ``recover_staging``
+clears what a kill left of them.
 """
 from __future__ import annotations
 
@@ -75,23 +77,43 @@ def replace_directory(staging: str | os.PathLike, final: str | os.PathLike) -> P
     return final
 
 
+def replace_file(path: str | os.PathLike, data: str | bytes) -> Path:
+    """Write ``data`` to ``path`` so that a kill at any instant leaves the old or the new content
+    there, never a part; concurrent writers each write their own staging file."""
+    path = Path(path)
+    staging = staging_path(path)
+    try:
+        staging.write_bytes(data.encode() if isinstance(data, str) else data)
+        fsync_path(staging)
+        os.replace(staging, path)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+    fsync_path(path.parent)
+    return path
+
+
 def recover_staging(parent: str | os.PathLike) -> list[str]:
     """Clear what killed commits left in ``parent``: an old version moved aside while its final
-    name is empty is put back; every other staging directory is removed. Returns what was done."""
+    name is empty is put back; every other staging directory or file is removed. Returns what was
+    done."""
     parent = Path(parent)
     if not parent.is_dir():
         return []
     done = []
     for path in sorted(parent.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):  # newest first
         match = STAGING_NAME.match(path.name)
-        if match is None or not path.is_dir():
+        if match is None:
             continue
         final = parent / match["final"]
-        if match["kind"] == "old" and not final.exists():
+        if match["kind"] == "old" and path.is_dir() and not final.exists():
             os.rename(path, final)
             done.append(f"restored {final.name} from {path.name}")
-        else:
+        elif path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
+            done.append(f"removed {path.name}")
+        else:
+            path.unlink(missing_ok=True)
             done.append(f"removed {path.name}")
     if done:
         fsync_path(parent)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from matplotlib.figure import Figure  # not pyplot: a file only, no display backend
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
 CURVES = (("eval/action_mse", "held-out action MSE (dataset units)"),
           ("eval/obs_sensitivity", "obs sensitivity (action change, other obs)"))
 
 
 def read_scalars(tb_dir: Path | str, tags=tuple(tag for tag, _ in CURVES)) -> dict[str, list[tuple[int, float]]]:
     """{tag: [(step, value), ...]} of the tags the events hold."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     events = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
     events.Reload()
     present = set(events.Tags()["scalars"])
@@ -23,12 +24,8 @@ def plot_learning_curve(tb_dir: Path | str, png: Path | str) -> Path | None:
     curves = read_scalars(tb_dir)
     if not curves:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(CURVES), figsize=(5 * len(CURVES), 3.4), squeeze=False)
+    fig = Figure(figsize=(5 * len(CURVES), 3.4))
+    axes = fig.subplots(1, len(CURVES), squeeze=False)
     for ax, (tag, label) in zip(axes[0], CURVES):
         points = curves.get(tag, [])
         if points:
@@ -38,5 +35,4 @@ def plot_learning_curve(tb_dir: Path | str, png: Path | str) -> Path | None:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(png, dpi=100)
-    plt.close(fig)
     return Path(png)

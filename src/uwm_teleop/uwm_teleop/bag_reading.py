@@ -2,8 +2,8 @@
 
 Pure-Python readers only (no rosbag2_py): ``rosbags`` opens every bag and deserialises with the ROS 2
 Jazzy typestore. MCAP files with indexed, uncompressed chunks (what rosbags and uwm-recorder write)
-are memory-mapped and their messages found through the MCAP message indexes (``IndexedMcap``), so
-reading a topic touches only its own messages and copies nothing; other MCAP files are read with
+have their messages found through the MCAP message indexes and read with positioned reads
+(``IndexedMcap``), so reading a topic touches only its own messages; other MCAP files are read with
 the ``mcap`` library, about 3x faster on camera-sized messages than rosbags' reader.
 Every failure is a ``BagError`` whose message names the bag and, where known, topic and time.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import mmap
 import os
 import struct
 from dataclasses import dataclass
@@ -166,12 +165,13 @@ class IndexedMcap:
     def _read(self, offset: int, length: int) -> bytes:
         data = os.pread(self._fd, length, offset)
         if len(data) != length:
-            raise ValueError(f"the file ends at byte {offset + len(data)}, inside a record ({length} bytes at {offset})")
+            raise ValueError(f"the file ends at byte {offset + len(data)}, inside a record "
+                             f"({length} bytes at {offset})")
         return data
 
     def _read_index(self, chunks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Log time, file offset and channel of every message, in log-time order (ties in file order)."""
-        log_times, offsets, channels = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+        log_times, offsets, channels = ([np.zeros(0, dtype=np.int64)] for _ in range(3))
         for chunk in chunks:
             records_at = chunk.chunk_start_offset + CHUNK_RECORDS_AT
             for channel_id, index_at in chunk.message_index_offsets.items():

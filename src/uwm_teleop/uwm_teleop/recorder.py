@@ -15,9 +15,9 @@ Episode control (the teleop terminal's keys call the same services):
   ``keep_discarded`` is true).
 
 An episode is written into ``<output_dir>/episode_NNNN_<time>.partial/`` and renamed to
-``episode_NNNN_<time>/`` only once the bag is closed and synced, so a killed recorder never
-damages earlier episodes and its interrupted one stays marked ``.partial`` (the converter reports
-and skips it). Ctrl-C / SIGTERM close the open episode with outcome ``incomplete``. The task,
+``episode_NNNN_<time>/`` only once the bag is closed and synced (``episode_bag``), so a killed
+recorder never damages earlier episodes and its interrupted one stays marked ``.partial`` (the
+converter reports and skips it). Ctrl-C / SIGTERM close the open episode with outcome ``incomplete``. The task,
 outcome, role -> topic map, episode id and software version go into the bag's metadata.yaml
 ``custom_data``. A live status line (episode, duration, per-topic rates, dropped messages) is
 printed on the terminal and published on ``~/status``.
@@ -27,10 +27,8 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import json
-import os
 import queue
 import re
-import shutil
 import sys
 import threading
 import time
@@ -44,13 +42,11 @@ from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventType
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rosbags.rosbag2 import StoragePlugin, Writer
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
-from uwm_core.durable import commit_directory
-from uwm_teleop.bag_reading import (META_EPISODE_ID, META_OUTCOME, META_SOFTWARE, META_STARTED, META_TASK,
-                                    META_TOPICS, METADATA_FILE, PARTIAL_SUFFIX, TYPESTORE)
+from uwm_teleop.bag_reading import META_EPISODE_ID, META_SOFTWARE, META_STARTED, META_TASK, META_TOPICS
+from uwm_teleop.episode_bag import EpisodeBag
 
 EPISODE_NAME = re.compile(r"^episode_(\d+)_")
 ROLE_PARAMETERS = ("pose_topic", "delta_topic", "target_topic", "gripper_topic")
@@ -91,50 +87,6 @@ def message_class(type_name: str):
     """'sensor_msgs/msg/Image' -> the rclpy message class."""
     package, kind, name = type_name.split("/")
     return getattr(importlib.import_module(f"{package}.{kind}"), name)
-
-
-
-class EpisodeBag:
-    """One episode's rosbag2, written in ``<name>.partial`` and renamed to ``<name>`` when finished."""
-
-    def __init__(self, output_dir: Path, name: str, custom: dict[str, str]):
-        self.name = name
-        self.final_path = output_dir / name
-        self.partial_path = output_dir / f"{name}{PARTIAL_SUFFIX}"
-        self.writer = Writer(self.partial_path, version=Writer.VERSION_LATEST, storage_plugin=StoragePlugin.MCAP)
-        self.writer.open()
-        for key, value in custom.items():
-            self.writer.set_custom_data(key, value)
-        self.connections = {}
-        self.count = 0
-        self.started = time.monotonic()
-
-    def add_topic(self, topic: str, type_name: str) -> None:
-        if topic not in self.connections:
-            self.connections[topic] = self.writer.add_connection(topic, type_name, typestore=TYPESTORE)
-
-    def write(self, topic: str, type_name: str, log_ns: int, raw: bytes) -> None:
-        self.add_topic(topic, type_name)
-        self.writer.write(self.connections[topic], log_ns, raw)
-        self.count += 1
-
-    def finish(self, outcome: str) -> Path:
-        """Close the bag with its outcome, make it durable, then give it its final name."""
-        self.writer.set_custom_data(META_OUTCOME, outcome)
-        self.writer.close()
-        partial_file = self.partial_path / f"{self.partial_path.name}.mcap"
-        final_file = self.partial_path / f"{self.name}.mcap"
-        os.rename(partial_file, final_file)
-        metadata = self.partial_path / METADATA_FILE
-        text = metadata.read_text().replace(partial_file.name, final_file.name)
-        tmp = metadata.with_suffix(".yaml.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, metadata)
-        return commit_directory(self.partial_path, self.final_path)
-
-    def discard(self) -> None:
-        self.writer.abort()
-        shutil.rmtree(self.partial_path, ignore_errors=True)
 
 
 class RecorderNode(Node):

@@ -25,7 +25,7 @@ from rclpy.node import Node
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
-from uwm_teleop.command_interface import CommandInterface, declare_command_parameters
+from uwm_ros.robot import CommandInterface, declare_command_parameters
 from uwm_teleop.teleop_input import HELP, InputState, KeyboardInput, SpaceMouseInput
 
 SPEED_STEP = 1.25

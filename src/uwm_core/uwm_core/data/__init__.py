@@ -1,18 +1,20 @@
-"""Datasets: the episodic Zarr store, training samples, latent cache, video import.
+"""Datasets: the episodic Zarr store (store: reading, writer: writing), training samples, latent cache, video import.
 
     from uwm_core.data import DatasetWriter, open_dataset
     with DatasetWriter("data/demos", cameras=["left", "right", "wrist"], fps=10, action_dim=7,
                        state_dim=0) as w:  # state_dim 10: uwm_core.spatial.proprio_state per frame
         w.add_episode(frames={"left": uint8[T,H,W,3], ...}, actions=float32[T,7] | None, task="...",
                       state=None)  # or float32[T,state_dim]
+    with DatasetUpdate("data/demos", ...) as u:  # the same, all-or-nothing: committed together at the end
+        u.add_episode(...)
     ds = open_dataset("data/demos")
     ds.num_episodes, ds.cameras, ds.fps, ds.action_dim, ds.episode_lengths, ds.action_stats, ds.state_dim
     ep = ds.episode(0)  # .frames {cam: uint8[T,H,W,3]}, .actions float32[T,A] or None, .task, .metadata, .state
 """
 import importlib
 
-from .store import (ActionStats, DatasetError, DatasetWriter, Episode, EpisodicDataset, default_absolute_action_dims,
-                    open_dataset)
+from .store import ActionStats, DatasetError, Episode, EpisodicDataset, open_dataset
+from .writer import DatasetBusyError, DatasetUpdate, DatasetWriter, default_absolute_action_dims
 
 # Training-side names import torch: load them on first use, so that writers and importers
 # (uwm-bag2dataset, uwm-import) start without it.
@@ -29,8 +31,8 @@ def __getattr__(name):
 
 
 __all__ = [
-    "ActionStats", "ColorJitter", "DatasetError", "DatasetWriter", "Episode", "EpisodeSamples", "EpisodicDataset",
-    "LatentCache", "Mixture", "SampleSpec", "ShardedSampler", "Window", "action_normalizer",
-    "default_absolute_action_dims", "open_dataset", "sample_spec", "split_episodes", "state_normalizer",
-    "vae_fingerprint",
+    "ActionStats", "ColorJitter", "DatasetBusyError", "DatasetError", "DatasetUpdate", "DatasetWriter", "Episode",
+    "EpisodeSamples", "EpisodicDataset", "LatentCache", "Mixture", "SampleSpec", "ShardedSampler", "Window",
+    "action_normalizer", "default_absolute_action_dims", "open_dataset", "sample_spec", "split_episodes",
+    "state_normalizer", "vae_fingerprint",
 ]

@@ -27,7 +27,7 @@ import torch
 import zarr
 from tqdm import tqdm
 
-from ..durable import commit_directory
+from ..durable import commit_directory, replace_file
 from ..processing import frames_to_float, resize_images
 from .store import COMPRESSOR, FRAMES_PER_SHARD, OPEN_EPISODES, DatasetError, EpisodicDataset, read_rows
 
@@ -73,11 +73,8 @@ class LatentCache:
             return
         self.root.mkdir(parents=True, exist_ok=True)
         _remove_dead_staging(self.root / STAGING_DIR)
-        info_path = self.root / "info.json"
-        if not info_path.exists():
-            tmp = self.root / f".info.{uuid.uuid4().hex[:8]}"
-            tmp.write_text(json.dumps(self.info, indent=2))
-            os.replace(tmp, info_path)
+        if not (self.root / "info.json").exists():
+            replace_file(self.root / "info.json", json.dumps(self.info, indent=2))
         lengths = self.dataset.episode_lengths
         total = int(sum(lengths[i] for i in todo)) * len(self.dataset.cameras)
         bar = tqdm(total=total, unit="frame", desc=f"latent cache {self.dataset.path.name}", disable=not progress)

@@ -1,4 +1,4 @@
-"""The episodic dataset: one chunked, compressed, appendable Zarr v3 store per dataset.
+"""The episodic dataset: one chunked, compressed, appendable Zarr v3 store per dataset, and its reader.
 
     <root>/
       zarr.json            Zarr group; attrs["uwm_dataset"] = cameras, fps, action_dim, absolute dims,
@@ -8,14 +8,13 @@
                            actions float32 [T, A] (absent for action-free video episodes),
                            state float32 [T, S] (uwm_core.spatial.proprio_state; with state_dim > 0)
       .staging/            episodes being written (never read; removed by the next writer)
-      .writer.lock         held by the one DatasetWriter allowed at a time
+      .writer.lock         held by the one writer allowed at a time (uwm_core.data.writer)
       latent_cache/        VAE latents (uwm_core.data.latent_cache), rebuilt as needed
 
-Atomic commit: an episode is written under ``.staging/``, fsynced, renamed to its final name,
-and only then appended to ``episodes.jsonl`` as one line. An episode is part of the dataset
-exactly when its index line is complete, so a crash or SIGKILL at any point leaves every
-earlier episode readable: readers ignore a torn last line and unindexed directories, and the
-next writer removes them.
+An episode is part of the dataset exactly when its line in ``episodes.jsonl`` is complete:
+readers ignore a torn last line and episode directories the index does not name, so whatever a
+crashed or killed writer left, every committed episode stays readable (uwm_core.data.writer
+says how episodes are committed). Committed episode directories are never rewritten.
 
 Frames are stored at the resolution given (cameras and episodes may differ), one frame per
 chunk inside shards of up to ``FRAMES_PER_SHARD`` frames, so a training sample reads only the
@@ -23,12 +22,8 @@ frames it uses.
 """
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
-import shutil
-import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +31,6 @@ from pathlib import Path
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
-
-from ..durable import commit_directory
 
 FORMAT_VERSION = 1
 INDEX_FILE = "episodes.jsonl"
@@ -47,19 +40,10 @@ LOCK_FILE = ".writer.lock"
 FRAMES_PER_SHARD = 64
 OPEN_EPISODES = 1024  # per process
 COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
-# every chunk is written: zarr's check for chunks equal to the fill value costs a third of a write
-WRITE_CONFIG = {"write_empty_chunks": True}
-# a shard's frames go through the codecs in one batch, not one asyncio task each: 1.7x less CPU per write
-BATCHED_ENCODING = {"codec_pipeline.batch_size": FRAMES_PER_SHARD}
 
 
 class DatasetError(ValueError):
     """A dataset that cannot be used; the message names the dataset, episode and array."""
-
-
-def default_absolute_action_dims(action_dim: int) -> tuple[int, ...]:
-    """The gripper (last dim) of the 7-D convention ``[dx, dy, dz, rx, ry, rz, g]`` is absolute."""
-    return (6,) if action_dim == 7 else ()
 
 
 @dataclass
@@ -95,9 +79,8 @@ class Episode:
         return len(next(iter(self.frames.values())))
 
 
-
-
-def _read_info(root: Path) -> dict:
+def read_info(root: Path) -> dict:
+    """The dataset description in ``zarr.json``, checked and typed."""
     meta = root / "zarr.json"
     if not root.exists():
         raise DatasetError(f"{root}: dataset does not exist")
@@ -119,7 +102,7 @@ def _read_info(root: Path) -> dict:
     return info
 
 
-def _read_index(root: Path) -> tuple[list[dict], int]:
+def read_index(root: Path) -> tuple[list[dict], int]:
     """Committed index entries and the byte length of the complete lines (a torn tail is ignored)."""
     path = root / INDEX_FILE
     if not path.is_file():
@@ -140,13 +123,13 @@ class EpisodicDataset:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        info = _read_info(self.path)
+        info = read_info(self.path)
         self.cameras: list[str] = info["cameras"]
         self.fps: float = info["fps"]
         self.action_dim: int = info["action_dim"]
         self.absolute_action_dims: tuple[int, ...] = info["absolute_action_dims"]
         self.state_dim: int = info["state_dim"]
-        self._entries, _ = _read_index(self.path)
+        self._entries, _ = read_index(self.path)
         self._open: OrderedDict[int, dict] = OrderedDict()  # opened lazily, per DataLoader worker
         for i, entry in enumerate(self._entries):
             self._check_entry(i, entry)
@@ -301,212 +284,3 @@ def read_rows(arr, indices=None) -> np.ndarray:
 def open_dataset(path: str | os.PathLike) -> EpisodicDataset:
     """Open a dataset; raises DatasetError naming the broken file, episode or array."""
     return EpisodicDataset(path)
-
-
-class DatasetWriter:
-    """Append episodes to a dataset, creating it if needed; one writer per dataset at a time.
-
-    Appending to an existing dataset requires the same cameras, fps, action_dim, absolute
-    action dims and state_dim (ValueError naming both otherwise). With ``state_dim`` > 0 every
-    episode carries its proprioceptive state.
-    """
-
-    def __init__(self, path: str | os.PathLike, cameras: list[str], fps: float, action_dim: int,
-                 absolute_action_dims: tuple[int, ...] | None = None, state_dim: int = 0):
-        self.path = Path(path)
-        cameras = [str(c) for c in cameras]
-        if not cameras or len(set(cameras)) != len(cameras):
-            raise ValueError(f"{self.path}: cameras must be unique names, got {cameras}")
-        if not fps > 0:
-            raise ValueError(f"{self.path}: fps must be positive, got {fps}")
-        if int(action_dim) < 1:
-            raise ValueError(f"{self.path}: action_dim must be positive, got {action_dim}")
-        if absolute_action_dims is None:
-            absolute_action_dims = default_absolute_action_dims(int(action_dim))
-        absolute_action_dims = tuple(sorted(int(d) for d in absolute_action_dims))
-        if any(not 0 <= d < action_dim for d in absolute_action_dims):
-            raise ValueError(f"{self.path}: absolute_action_dims {list(absolute_action_dims)} out of range for "
-                             f"action_dim={action_dim}")
-        self.cameras, self.fps, self.action_dim = cameras, float(fps), int(action_dim)
-        if int(state_dim) < 0:
-            raise ValueError(f"{self.path}: state_dim must not be negative, got {state_dim}")
-        self.absolute_action_dims, self.state_dim = absolute_action_dims, int(state_dim)
-        wanted = {"cameras": cameras, "fps": self.fps, "action_dim": self.action_dim,
-                  "absolute_action_dims": absolute_action_dims, "state_dim": self.state_dim}
-        if not (self.path / "zarr.json").exists():
-            self._create(wanted)
-        existing = _read_info(self.path)
-        for key, value in wanted.items():
-            if existing[key] != value:
-                raise ValueError(f"{self.path}: cannot append episodes with {key}={_show(value)}: "
-                                 f"the dataset has {key}={_show(existing[key])}")
-        self._lock = open(self.path / LOCK_FILE, "a")
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
-            raise RuntimeError(f"{self.path}: another DatasetWriter is writing to this dataset") from None
-        self._recover()
-
-    # ------------------------------------------------------------------ setup
-    def _create(self, info: dict) -> None:
-        """Create the empty store in a temporary sibling and rename it into place."""
-        if self.path.exists() and any(self.path.iterdir()):
-            raise ValueError(f"{self.path}: exists and is not a uwm dataset (no zarr.json); "
-                             "choose an empty or new directory")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.parent / f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}"
-        try:
-            root = zarr.open_group(tmp, mode="w", zarr_format=3)
-            root.attrs["uwm_dataset"] = {"version": FORMAT_VERSION, **info,
-                                         "absolute_action_dims": list(info["absolute_action_dims"])}
-            root.create_group(EPISODES_DIR)
-            (tmp / INDEX_FILE).touch()
-            if self.path.exists():
-                self.path.rmdir()  # empty (checked above)
-            commit_directory(tmp, self.path)
-        except OSError as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                raise  # else another writer created it first: append to theirs
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-
-    def _recover(self) -> None:
-        """Remove what an interrupted writer left: staging dirs, unindexed episodes, a torn index line."""
-        shutil.rmtree(self.path / STAGING_DIR, ignore_errors=True)
-        entries, complete = _read_index(self.path)
-        index = self.path / INDEX_FILE
-        if complete != index.stat().st_size:
-            with open(index, "r+b") as f:
-                f.truncate(complete)
-                os.fsync(f.fileno())
-        indexed = {e["name"] for e in entries}
-        for child in (self.path / EPISODES_DIR).iterdir():
-            if child.is_dir() and child.name not in indexed:
-                shutil.rmtree(child)
-        self._num_episodes = len(entries)
-
-    # ------------------------------------------------------------------ writing
-    @property
-    def num_episodes(self) -> int:
-        return self._num_episodes
-
-    def _write_arrays(self, staging: Path, frames: dict, actions, state) -> None:
-        group = zarr.open_group(staging, mode="w", zarr_format=3)
-        for cam in self.cameras:
-            x = np.ascontiguousarray(frames[cam])
-            group.create_array(f"frames/{cam}", shape=x.shape, dtype=np.uint8, chunks=(1, *x.shape[1:]),
-                               shards=(min(len(x), FRAMES_PER_SHARD), *x.shape[1:]), compressors=COMPRESSOR,
-                               config=WRITE_CONFIG)[:] = x
-        for array_name, values in (("actions", actions), ("state", state)):
-            if values is not None:
-                group.create_array(array_name, shape=values.shape, dtype=np.float32, chunks=values.shape,
-                                   compressors=COMPRESSOR)[:] = values
-
-    def add_episode(self, frames: dict, actions: np.ndarray | None = None, task: str = "",
-                    metadata: dict | None = None, state: np.ndarray | None = None) -> int:
-        """Write one episode atomically and return its index.
-
-        ``frames``: camera -> uint8 (T, H, W, 3) for every camera; ``actions``: float (T, A),
-        ``actions[t]`` being the command issued at frame t, or None for an action-free episode;
-        ``state``: float (T, state_dim), the proprioceptive state at frame t (required exactly
-        when the dataset has state_dim > 0).
-        """
-        if self._lock is None:
-            raise RuntimeError(f"{self.path}: writer is closed")
-        T, shapes = self._check_frames(frames)
-        if actions is not None:
-            actions = _numeric_rows("actions", actions, T, self.action_dim)
-        if (state is None) != (self.state_dim == 0):
-            raise ValueError(f"state: the dataset has state_dim={self.state_dim}, so every episode needs "
-                             f"{'a' if self.state_dim else 'no'} proprioceptive state")
-        if state is not None:
-            state = _numeric_rows("state", state, T, self.state_dim)
-        metadata = dict(metadata or {})
-        try:
-            json.dumps(metadata)
-        except TypeError as exc:
-            raise ValueError(f"metadata: must be JSON-serialisable ({exc})") from None
-
-        name = f"ep_{self._num_episodes:06d}"
-        staging = self.path / STAGING_DIR / uuid.uuid4().hex
-        try:
-            with zarr.config.set(BATCHED_ENCODING):
-                self._write_arrays(staging, frames, actions, state)
-            commit_directory(staging, self.path / EPISODES_DIR / name)
-            entry = {"name": name, "length": T, "has_actions": actions is not None, "task": str(task),
-                     "frame_shapes": shapes, "metadata": metadata, "action_stats": _sums(actions)}
-            if state is not None:
-                entry["state_stats"] = _sums(state)
-            line = (json.dumps(entry) + "\n").encode()
-            fd = os.open(self.path / INDEX_FILE, os.O_WRONLY | os.O_APPEND)
-            try:
-                os.write(fd, line)  # the commit point
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        self._num_episodes += 1
-        return self._num_episodes - 1
-
-    def _check_frames(self, frames: dict) -> tuple[int, dict]:
-        if not isinstance(frames, dict):
-            raise ValueError(f"frames: expected a dict camera -> uint8 (T, H, W, 3), got {type(frames).__name__}")
-        if set(frames) != set(self.cameras):
-            raise ValueError(f"frames: expected cameras {self.cameras}, got {sorted(frames)}")
-        T, shapes = None, {}
-        for cam in self.cameras:
-            x = frames[cam]
-            if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3 or 0 in x.shape:
-                desc = f"{x.dtype} {x.shape}" if isinstance(x, np.ndarray) else type(x).__name__
-                raise ValueError(f"frames[{cam!r}]: expected uint8 (T, H, W, 3) with T >= 1, got {desc}")
-            if T is not None and x.shape[0] != T:
-                raise ValueError(f"frames[{cam!r}]: {x.shape[0]} frames, but {self.cameras[0]!r} has {T}")
-            T = x.shape[0]
-            shapes[cam] = [int(x.shape[1]), int(x.shape[2])]
-        return T, shapes
-
-    def close(self) -> None:
-        if self._lock is not None:
-            fcntl.flock(self._lock, fcntl.LOCK_UN)
-            self._lock.close()
-            self._lock = None
-
-    def __enter__(self) -> "DatasetWriter":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self):
-        lock = getattr(self, "_lock", None)
-        if lock is not None:
-            lock.close()
-
-
-def _numeric_rows(name: str, values, rows: int, dim: int) -> np.ndarray:
-    """``values`` as finite float32 (rows, dim); ValueError naming ``name`` otherwise."""
-    values = np.asarray(values)
-    if values.shape != (rows, dim) or not np.issubdtype(values.dtype, np.number):
-        raise ValueError(f"{name}: expected a numeric array of shape ({rows}, {dim}), got {values.dtype} {values.shape}")
-    values = values.astype(np.float32)
-    if not np.isfinite(values).all():
-        raise ValueError(f"{name}: contain NaN or infinite values")
-    return values
-
-
-def _sums(values: np.ndarray | None) -> dict | None:
-    """Per-dimension min, max, sum and sum of squares (combined over episodes by ActionStats)."""
-    if values is None:
-        return None
-    v64 = values.astype(np.float64)
-    return {"min": values.min(0).tolist(), "max": values.max(0).tolist(), "sum": v64.sum(0).tolist(),
-            "sumsq": (v64 ** 2).sum(0).tolist()}
-
-
-def _show(value) -> str:
-    return str(list(value)) if isinstance(value, (list, tuple)) else f"{value:g}" if isinstance(value, float) else str(value)

@@ -4,11 +4,12 @@
     uwm-import-video clip1.mp4 more/ --out data/videos --cameras left right wrist --fps 10 --size 180 320
 
 Every video file (mp4, webm, mkv, mov, avi; folders are searched recursively) is decoded with
-PyAV, resampled to the dataset frame rate (each output time takes the latest source frame at or
-before it) and cut into episodes of at most ``--max-frames`` frames. The robot data has several
-camera views and a video has one, so each camera view is imputed as a random crop of the same
-video (paper A-A3), fixed over an episode and resized to the output size. ``--like`` copies
-cameras, fps, action_dim and frame size from a robot dataset, so the result can be mixed with it.
+PyAV (``uwm_core.importers.video``), resampled to the dataset frame rate (each output time takes
+the latest source frame at or before it) and cut into episodes of at most ``--max-frames``
+frames. The robot data has several camera views and a video has one, so each camera view is
+imputed as a random crop of the same video (paper A-A3), fixed over an episode and resized to the
+output size. ``--like`` copies cameras, fps, action_dim and frame size from a robot dataset, so
+the result can be mixed with it.
 
 Unreadable or corrupt files are skipped with a warning and counted; when no file is usable the
 command fails naming them, and creates no dataset. Files already imported (same source path in
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +27,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .store import DatasetWriter, open_dataset
+from ..importers.episodes import find_source_files
+from ..importers.video import resampled_frames
+from .store import open_dataset
+from .writer import DatasetWriter
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".m4v")
 MIN_EPISODE_FRAMES = 2  # a shorter tail of a video is dropped
@@ -43,18 +46,6 @@ class ImportReport:
     already_imported: int = 0
 
 
-def find_videos(sources: list[str | os.PathLike]) -> list[Path]:
-    files = []
-    for src in map(Path, sources):
-        if src.is_dir():
-            files += sorted(p for p in src.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
-        elif src.is_file():
-            files.append(src)
-        else:
-            raise FileNotFoundError(f"{src}: no such video file or folder")
-    return files
-
-
 def crop_box(frame_hw, out_hw, rng: np.random.Generator) -> tuple[int, int, int, int]:
     """A random (top, left, height, width) with the output's aspect ratio inside the frame."""
     H, W = frame_hw
@@ -65,36 +56,9 @@ def crop_box(frame_hw, out_hw, rng: np.random.Generator) -> tuple[int, int, int,
     return int(rng.integers(0, H - h + 1)), int(rng.integers(0, W - w + 1)), h, w
 
 
-def resampled_frames(path: Path, fps: float):
-    """RGB uint8 frames of the first video stream at ``fps`` (latest source frame per output time)."""
-    import av
-
-    with av.open(str(path)) as container:
-        if not container.streams.video:
-            raise ValueError("no video stream")
-        stream = container.streams.video[0]
-        rate = float(stream.average_rate or 30)
-        start, previous, k = None, None, 0
-        for index, frame in enumerate(container.decode(stream)):
-            t = frame.time if frame.time is not None else index / rate
-            if start is None:
-                start = t
-            t -= start
-            while previous is not None and k / fps < t:
-                yield previous
-                k += 1
-            previous = frame.to_ndarray(format="rgb24")
-        if previous is not None:  # the last source frame lasts one source frame period
-            while k / fps < t + 1 / rate:
-                yield previous
-                k += 1
-
-
 def import_videos(sources, out, cameras: list[str], fps: float, size: tuple[int, int], action_dim: int = 7,
                   max_frames: int = 600, seed: int = 0, task: str | None = None, progress: bool = True) -> ImportReport:
-    files = find_videos(sources)
-    if not files:
-        raise ValueError(f"no video files ({', '.join(VIDEO_SUFFIXES)}) in {', '.join(map(str, sources))}")
+    files = find_source_files(sources, VIDEO_SUFFIXES, "video", missing=FileNotFoundError)
     if max_frames < MIN_EPISODE_FRAMES:
         raise ValueError(f"max_frames: must be >= {MIN_EPISODE_FRAMES}, got {max_frames}")
     out, done, writer, report = Path(out), set(), None, ImportReport()

@@ -1,10 +1,9 @@
-"""uwm-import and uwm-export: pretraining data in and out of uwm datasets.
+"""uwm-import: pretraining data into uwm datasets.
 
     uwm-import lerobot lerobot/droid_1.0.1 --out data/droid --mapping droid --sample 2000 --sample-by building
     uwm-import lerobot lerobot/droid_1.0.1 --out data/droid_videos --mapping droid --no-actions \\
         --exclude data/droid --sample 2000 --sample-by building --seed 1
     uwm-import hdf5 LIBERO/libero_90 --out data/libero90 --mapping libero
-    uwm-export lerobot data/demos --out exports/demos_lerobot
 
 An interrupted import keeps the episodes written so far; run the same command again to continue.
 """
@@ -16,8 +15,7 @@ import sys
 
 from .episodes import Selection, SourceError, parse_indices, parse_where, run_import
 from .hdf5 import HDF5Source
-from .lerobot import LeRobotSource, export_lerobot
-from .lerobot_checks import check_lerobot_dataset
+from .lerobot import LeRobotSource
 from .mapping import MappingError, load_mapping
 
 log = logging.getLogger("uwm-import")
@@ -104,37 +102,3 @@ def import_main(argv: list[str] | None = None) -> None:
     print(f"imported {report.imported} episode(s) ({report.frames} frames) into {args.out}"
           + (f"; {report.already_present} of the {report.selected} selected were already there"
              if report.already_present else ""))
-
-
-def export_main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="uwm-export", description="Export a uwm dataset to another format.")
-    sub = parser.add_subparsers(dest="format", required=True)
-    lerobot = sub.add_parser("lerobot", help="a LeRobot v3.0 dataset directory for LeRobotDataset; publish it with "
-                                             "hf upload REPO DIR . --repo-type dataset, then "
-                                             "hf repos tag create REPO v3.0 --repo-type dataset")
-    lerobot.add_argument("dataset", help="uwm dataset")
-    lerobot.add_argument("--out", required=True, help="new directory for the LeRobot dataset")
-    lerobot.add_argument("--episodes", help="episodes to export, e.g. 0-99 (default: all)")
-    lerobot.add_argument("--vcodec", default="libsvtav1", help="video encoder (LeRobot's default libsvtav1; h264 also works)")
-    lerobot.add_argument("--crf", type=int, default=30, help="encoder quality (lower is better and larger)")
-    lerobot.add_argument("--gop", type=int, default=2, help="keyframe interval in frames (LeRobot uses 2)")
-    lerobot.add_argument("--robot-type", help="info.json robot_type, e.g. franka")
-    lerobot.add_argument("--data-file-mb", type=float, default=100, help="start a new data parquet file after this size")
-    lerobot.add_argument("--video-file-mb", type=float, default=200, help="start a new mp4 file after this size")
-    args = parser.parse_args(argv)
-    try:
-        report = export_lerobot(args.dataset, args.out, parse_indices(args.episodes) if args.episodes else None,
-                                args.vcodec, args.crf, args.gop, args.robot_type, args.data_file_mb, args.video_file_mb)
-    except KeyboardInterrupt:
-        print("uwm-export: interrupted; nothing was written to the output directory", file=sys.stderr)
-        sys.exit(130)
-    except (SourceError, ValueError, FileNotFoundError) as exc:
-        print(f"uwm-export: error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    problems = check_lerobot_dataset(args.out)
-    print(f"exported {report.episodes} episode(s) ({report.frames} frames) to {args.out}: {report.data_files} data "
-          f"file(s), {report.video_files} video file(s)")
-    if problems:
-        print("uwm-export: error: the result fails the LeRobot v3.0 checks:\n  " + "\n  ".join(problems), file=sys.stderr)
-        sys.exit(1)
-    print("LeRobot v3.0 consistency checks passed")

@@ -130,6 +130,24 @@ def spread_sample(episodes: list[SourceEpisode], count: int, key: str, rng: np.r
     return picked
 
 
+def find_source_files(sources: list[str | Path], suffixes: tuple[str, ...], kind: str,
+                      missing: type[Exception] = SourceError) -> list[Path]:
+    """The files named in ``sources`` and those under the folders named there whose names end in
+    one of ``suffixes`` (searched recursively, sorted per folder). A source that does not exist
+    raises ``missing``; finding no file at all, SourceError."""
+    files = []
+    for source in map(Path, sources):
+        if source.is_dir():
+            files += sorted(p for p in source.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
+        elif source.is_file():
+            files.append(source)
+        else:
+            raise missing(f"{source}: no such {kind} file or folder")
+    if not files:
+        raise SourceError(f"no {kind} files ({', '.join(suffixes)}) in {', '.join(map(str, sources))}")
+    return files
+
+
 def parse_indices(text: str) -> list[int]:
     """``"0-9,15"`` -> [0, ..., 9, 15] (ranges are inclusive)."""
     indices = []

@@ -26,25 +26,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .episodes import LoadedEpisode, SourceEpisode, SourceError
+from .episodes import LoadedEpisode, SourceEpisode, SourceError, find_source_files
 from .mapping import Mapping, MappingError, check_format, step_intervals
 
 HDF5_SUFFIXES = (".hdf5", ".h5")
 SCENE_PREFIX = re.compile(r"^(?:[A-Z0-9]+_)*SCENE\d+_")  # LIBERO-90/10 file names start with the scene
-
-
-def find_files(sources: list[str | Path]) -> list[Path]:
-    files = []
-    for source in map(Path, sources):
-        if source.is_dir():
-            files += sorted(p for p in source.rglob("*") if p.suffix.lower() in HDF5_SUFFIXES)
-        elif source.is_file():
-            files.append(source)
-        else:
-            raise SourceError(f"{source}: no such HDF5 file or folder")
-    if not files:
-        raise SourceError(f"no HDF5 files ({', '.join(HDF5_SUFFIXES)}) in {', '.join(map(str, sources))}")
-    return files
 
 
 def task_from_file_name(path: Path) -> str:
@@ -82,7 +68,8 @@ class HDF5Source:
         source_fps = source_fps or mapping.source_fps
         if source_fps is None:
             raise MappingError(f"{mapping.path}: source_fps is needed for HDF5 files (or give --source-fps)")
-        source = cls(find_files(sources), mapping, float(fps or mapping.fps or source_fps), float(source_fps), task)
+        files = find_source_files(sources, HDF5_SUFFIXES, "HDF5")
+        source = cls(files, mapping, float(fps or mapping.fps or source_fps), float(source_fps), task)
         step_intervals(1, source.source_fps, source.fps)  # refuses upsampling now
         return source
 

@@ -1,6 +1,6 @@
 """Consistency checks of a LeRobot v3.0 directory: what LeRobotDataset relies on when it loads one.
 
-LeRobot itself cannot be installed here (see ``uwm_core.importers.lerobot``), so this module
+LeRobot itself cannot be installed here (see ``uwm_core.importers.lerobot_format``), so this module
 checks, with pyarrow and PyAV, the facts its loader and video decoder depend on:
 
 * meta/info.json: codebase_version v3.0, integer fps, the default features (timestamp,
@@ -31,8 +31,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .lerobot import (CODEBASE_VERSION, DEFAULT_FEATURES, EPISODES_DIR, INFO_PATH, STATS_PATH, TASKS_PATH,
-                      TOLERANCE_S, LeRobotFormatError, column_values, episode_files, read_tasks)
+from .lerobot_format import (CODEBASE_VERSION, DEFAULT_FEATURES, EPISODES_DIR, INFO_PATH, STATS_PATH, TASKS_PATH,
+                             TOLERANCE_S, LeRobotFormatError, column_values, episode_files, read_tasks)
+from .video import VideoError, open_video
 
 REQUIRED_INFO = ("codebase_version", "fps", "features", "data_path", "total_episodes", "total_frames",
                  "total_tasks", "chunks_size", "splits")
@@ -275,7 +276,7 @@ def check_videos(root: Path, info: dict, episodes: list[dict], problems: list[st
                 continue
             try:
                 times, size = packet_times(path)
-            except (av.FFmpegError, IndexError) as exc:
+            except (av.FFmpegError, VideoError) as exc:
                 problems.append(f"{path}: unreadable video ({exc})")
                 continue
             if size != (height, width):
@@ -305,8 +306,7 @@ def image_size(feature: dict) -> tuple[int, int]:
 
 def packet_times(path: Path) -> tuple[np.ndarray, tuple[int, int]]:
     """Sorted presentation times (s) of the video's frames, from packets (no decoding), and (H, W)."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
+    with open_video(path) as (container, stream):
         times = [float(p.pts * stream.time_base) for p in container.demux(stream) if p.pts is not None and p.size]
         return np.sort(np.asarray(times)), (stream.height, stream.width)
 

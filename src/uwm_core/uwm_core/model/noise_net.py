@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..config import PatchShape
 from .adaln import AdaLNFinalLayer, AdaLNModulation, AdaLNZeroBlock
 from .embeddings import TimestepEncoder
 from .patchify import LatentPatchifier
@@ -23,7 +24,7 @@ class NoiseNet(nn.Module):
     def __init__(self, *, action_horizon: int, action_dim: int, embed_dim: int, timestep_embed_dim: int,
                  depth: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, num_registers: int,
                  obs_dim: int, num_timesteps: int, num_views: int = 0,
-                 latent_shape: tuple[int, int, int, int] | None = None, patch: tuple[int, int, int] | None = None,
+                 latent_shape: tuple[int, int, int, int] | None = None, patch: PatchShape | None = None,
                  concat_condition: bool = False, action_mask_token: bool = False):
         super().__init__()
         D = embed_dim

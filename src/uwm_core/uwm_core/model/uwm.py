@@ -20,10 +20,11 @@ joint              T -> 0              T -> 0 (same t)     both         p(a, o' 
 
 "T" is the last training timestep (index num_train_steps - 1), the same value action-free
 training samples get, so marginalisation at inference matches what the model was trained on.
+What differs between the variants (uwm and the dp and pad baselines) is ``config.VARIANT_SPECS``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -37,37 +38,30 @@ from .obs_encoder import ObservationEncoder
 from .precision import PRECISIONS
 from .vae import LatentCodec
 
-MODES = ("policy", "video", "forward_dynamics", "inverse_dynamics", "joint")
-# Which modes each variant can sample from (DP has no image diffusion; PAD's single coupled
-# timestep only represents the joint distribution, whose marginals are its policy and video).
-VARIANT_MODES = {
-    "uwm": MODES,
-    "dp": ("policy",),
-    "pad": ("policy", "video", "joint"),
-}
-
 
 @dataclass
 class Condition:
     """Everything derived from the current observation, computed once per chunk."""
 
-    obs_parts: list  # per-layer AdaLN observation terms (None entries for PAD)
-    cond_latents: torch.Tensor | None  # PAD: clean current latents (B, V, C, To, h, w)
+    obs_parts: list  # per-layer AdaLN observation terms (None entries under a latent condition)
+    cond_latents: torch.Tensor | None  # latent condition: clean current latents (B, V, C, To, h, w)
 
 
 class UnifiedWorldModel(nn.Module):
     def __init__(self, cfg: ModelConfig):
+        """Builds the model ``cfg`` describes; ``self.cfg`` is ``cfg`` with the VAE as built
+        (``LatentCodec.config``), the config a checkpoint of this model records."""
         super().__init__()
-        self.cfg = cfg
+        self.variant_spec = spec = cfg.variant_spec
         V, To, S = cfg.num_views, cfg.obs_horizon, cfg.image_size
-        self.vae = LatentCodec(cfg.vae) if cfg.has_image_diffusion else None
+        self.vae = LatentCodec(cfg.vae) if spec.image_diffusion else None
+        self.cfg = cfg if self.vae is None else replace(cfg, vae=self.vae.config)
         latent_shape = None
         if self.vae is not None:
             h = S // self.vae.downsample
             latent_shape = (self.vae.latent_channels, To, h, h)
         self.latent_shape = latent_shape  # (C, To, h, w) per view
-        # PAD conditions on raw current latents (channel concat) instead of encoder features.
-        self.obs_encoder = None if cfg.variant == "pad" else ObservationEncoder(cfg.resnet_weights, cfg.obs_feature_dim)
+        self.obs_encoder = None if spec.latent_condition else ObservationEncoder(cfg.resnet_weights, cfg.obs_feature_dim)
         if self.obs_encoder is not None and cfg.freeze_obs_encoder:
             self.obs_encoder.requires_grad_(False)
         self.state_dim = cfg.state_dim if cfg.use_state else 0
@@ -78,15 +72,14 @@ class UnifiedWorldModel(nn.Module):
             # (state - offset) / scale: min-max to [-1, 1] like the actions (set_state_stats)
             self.register_buffer("state_offset", torch.zeros(self.state_dim))
             self.register_buffer("state_scale", torch.ones(self.state_dim))
-        obs_dim = 0 if self.obs_encoder is None else V * To * cfg.obs_feature_dim + To * self.state_dim
-        ph, pw, pt = cfg.patch_shape
+        obs_dim = 0 if spec.latent_condition else V * To * cfg.obs_feature_dim + To * self.state_dim
         self.net = NoiseNet(
             action_horizon=cfg.action_horizon, action_dim=cfg.action_dim, embed_dim=cfg.embed_dim,
             timestep_embed_dim=cfg.timestep_embed_dim, depth=cfg.depth, num_heads=cfg.num_heads,
             mlp_ratio=cfg.mlp_ratio, qkv_bias=cfg.qkv_bias, num_registers=cfg.num_registers,
-            obs_dim=obs_dim, num_timesteps=2 if cfg.variant == "uwm" else 1, num_views=V,
-            latent_shape=latent_shape, patch=(pt, ph, pw),
-            concat_condition=cfg.variant == "pad", action_mask_token=cfg.variant == "pad",
+            obs_dim=obs_dim, num_timesteps=spec.num_timesteps, num_views=V,
+            latent_shape=latent_shape, patch=cfg.patch,
+            concat_condition=spec.latent_condition, action_mask_token=spec.action_free == "mask",
         )
         schedule = dict(num_train_timesteps=cfg.num_train_steps, beta_schedule=cfg.beta_schedule,
                         clip_sample=cfg.clip_sample, prediction_type="epsilon")
@@ -116,7 +109,7 @@ class UnifiedWorldModel(nn.Module):
         self.state_scale.copy_(torch.from_numpy(normalizer._scale))
 
     def encode_condition(self, obs_images: torch.Tensor, state: torch.Tensor | None = None) -> Condition:
-        if self.obs_encoder is None:  # PAD
+        if self.variant_spec.latent_condition:
             return Condition([None] * (len(self.net.blocks) + 1), self.encode_frames(obs_images))
         return Condition(self.net.observation_parts(self.observation_features(obs_images, state)), None)
 
@@ -151,37 +144,39 @@ class UnifiedWorldModel(nn.Module):
             self._latent_scheduler.set_timesteps(self.cfg.num_inference_steps)
         return self._latent_scheduler
 
-    def _timesteps(self, *ts: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return ts if self.cfg.variant == "uwm" else ts[:1]  # DP and PAD: one timestep
+    def _timesteps(self, t_action: torch.Tensor, t_image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The timesteps the denoiser is told: both, or the action's alone (one per variant spec)."""
+        return (t_action, t_image)[:self.variant_spec.num_timesteps]
 
     # ------------------------------------------------------------------ training
     def loss(self, obs_images: torch.Tensor, actions: torch.Tensor, next_latents: torch.Tensor | None,
              has_actions: torch.Tensor | None = None, state: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-        """Eq. 1 with independently sampled timesteps (UWM) or one coupled timestep (PAD).
+        """Eq. 1 with independently sampled timesteps (UWM) or one shared timestep (PAD).
 
-        ``has_actions`` (B,) bool marks robot samples; the others are action-free video samples:
-        their action timestep is fixed to T and their actions are imputed with unit Gaussian noise
-        (paper III-D), and the action loss is still averaged over all samples (-A2).
+        ``has_actions`` (B,) bool marks robot samples; the others are action-free video samples,
+        trained as the variant spec's ``action_free`` says. UWM: their action timestep is fixed
+        to T and their actions are imputed with unit Gaussian noise (paper III-D), and the action
+        loss is still averaged over all samples (-A2).
         """
-        cfg, B, device = self.cfg, actions.shape[0], actions.device
+        cfg, spec, B, device = self.cfg, self.variant_spec, actions.shape[0], actions.device
         if has_actions is None:
             has_actions = torch.ones(B, dtype=torch.bool, device=device)
         cond = self.encode_condition(obs_images, state)
         t_act = torch.randint(0, cfg.num_train_steps, (B,), device=device)
-        t_obs = t_act if cfg.variant == "pad" else torch.randint(0, cfg.num_train_steps, (B,), device=device)
-        if cfg.variant == "uwm":
+        t_obs = t_act if spec.shared_timestep else torch.randint(0, cfg.num_train_steps, (B,), device=device)
+        if spec.action_free == "impute":
             t_act = torch.where(has_actions, t_act, torch.full_like(t_act, self.T))
             actions = torch.where(has_actions[:, None, None], actions, torch.randn_like(actions))
         act_noise = torch.randn_like(actions)
         noisy_actions = self.train_scheduler.add_noise(actions, act_noise, t_act)
         noisy_latents, img_noise = None, None
-        if next_latents is not None and self.vae is not None:
+        if next_latents is not None and spec.image_diffusion:
             img_noise = torch.randn_like(next_latents)
             noisy_latents = self.train_scheduler.add_noise(next_latents, img_noise, t_obs)
         act_pred, img_pred = self.net(noisy_actions, noisy_latents, self._timesteps(t_act, t_obs), cond.obs_parts,
                                       cond.cond_latents, has_actions=has_actions)
         act_loss_each = F.mse_loss(act_pred, act_noise, reduction="none").mean(dim=(1, 2))  # (B,)
-        if cfg.variant == "pad":  # PAD masks the actions of video samples out of the loss instead
+        if spec.action_free == "mask":
             act_loss = (act_loss_each * has_actions).sum() / has_actions.sum().clamp(min=1)
         else:
             act_loss = act_loss_each.mean()
@@ -199,7 +194,8 @@ class UnifiedWorldModel(nn.Module):
     def sample(self, mode: str, obs_images: torch.Tensor, actions: torch.Tensor | None = None,
                next_latents: torch.Tensor | None = None, generator: torch.Generator | None = None,
                cache_condition: bool = True, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """DDIM sampling in one of MODES. Returns (actions (B, Ta, A), latents (B, V, C, To, h, w) or None).
+        """DDIM sampling in one of the variant spec's modes.
+        Returns (actions (B, Ta, A), latents (B, V, C, To, h, w) or None).
 
         ``actions`` (normalised) are required by forward_dynamics, ``next_latents`` by
         inverse_dynamics. ``cache_condition=False`` recomputes the AdaLN observation terms from the
@@ -207,15 +203,15 @@ class UnifiedWorldModel(nn.Module):
         authors' code (same result, slower; the benchmark's reference-equivalent path).
         ``state`` (B, To, S) in dataset units, for a model that uses proprioceptive state.
         """
-        cfg = self.cfg
-        if mode not in VARIANT_MODES[cfg.variant]:
+        cfg, spec = self.cfg, self.variant_spec
+        if mode not in spec.modes:
             raise ValueError(f"mode {mode!r} is not available for variant {cfg.variant!r} "
-                             f"(available: {list(VARIANT_MODES[cfg.variant])})")
-        if cfg.variant == "pad":
-            mode = "joint"
+                             f"(available: {list(spec.modes)})")
+        if spec.shared_timestep:
+            mode = "joint"  # the only distribution one shared timestep represents
         B, device = obs_images.shape[0], obs_images.device
         denoise_act = mode in ("policy", "inverse_dynamics", "joint")
-        denoise_img = self.vae is not None and mode in ("video", "forward_dynamics", "joint")
+        denoise_img = spec.image_diffusion and mode in ("video", "forward_dynamics", "joint")
 
         def noise(shape):
             return torch.randn(shape, generator=generator, device=device)
@@ -229,7 +225,7 @@ class UnifiedWorldModel(nn.Module):
         fixed_img = torch.full((B,), 0 if mode == "inverse_dynamics" else self.T, device=device, dtype=torch.long)
 
         cond = self.encode_condition(obs_images, state)
-        feats = None if cache_condition or self.obs_encoder is None else self.observation_features(obs_images, state)
+        feats = None if cache_condition or spec.latent_condition else self.observation_features(obs_images, state)
         scheduler = self.sample_scheduler
         latent_scheduler = self.latent_sample_scheduler() if denoise_img else None
         for t in scheduler.timesteps:

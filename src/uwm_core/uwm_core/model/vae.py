@@ -6,8 +6,11 @@
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
+from diffusers import AutoencoderKL
 from torch import nn
 
 from ..config import VAEConfig
@@ -15,9 +18,7 @@ from ..config import VAEConfig
 LATENT_STD = 1 / 3  # latents' standard deviation after an estimated latent_scale
 
 
-def _load_pretrained(name: str):
-    from diffusers import AutoencoderKL
-
+def _load_pretrained(name: str) -> AutoencoderKL:
     try:
         return AutoencoderKL.from_pretrained(name)
     except Exception as exc:
@@ -30,19 +31,16 @@ def _load_pretrained(name: str):
 
 
 class LatentCodec(nn.Module):
-    """Images in [0, 1] (N, 3, H, W) <-> latents (N, C, H/f, W/f) scaled for diffusion."""
+    """Images in [0, 1] (N, 3, H, W) <-> latents (N, C, H/f, W/f) scaled for diffusion.
+
+    ``config`` is ``cfg`` with the architecture of the VAE as built (``cfg`` is left as given):
+    for a pretrained VAE that is the loaded one's, so a checkpoint rebuilds it without the hub.
+    """
 
     def __init__(self, cfg: VAEConfig):
         super().__init__()
-        from diffusers import AutoencoderKL
-
         if cfg.pretrained:
             self.vae = _load_pretrained(cfg.pretrained)
-            # Record the loaded architecture: a checkpoint rebuilds it without the hub.
-            cfg.block_out_channels = list(self.vae.config.block_out_channels)
-            cfg.layers_per_block = self.vae.config.layers_per_block
-            cfg.latent_channels = self.vae.config.latent_channels
-            cfg.norm_num_groups = self.vae.config.norm_num_groups
         else:
             n = len(cfg.block_out_channels)
             self.vae = AutoencoderKL(
@@ -53,8 +51,12 @@ class LatentCodec(nn.Module):
             )
         self.vae.requires_grad_(False)
         self.vae.eval()
-        self.downsample = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        self.latent_channels = self.vae.config.latent_channels
+        built = self.vae.config
+        self.config = replace(cfg, block_out_channels=list(built.block_out_channels),
+                              layers_per_block=built.layers_per_block, latent_channels=built.latent_channels,
+                              norm_num_groups=built.norm_num_groups)
+        self.downsample = self.config.downsample
+        self.latent_channels = self.config.latent_channels
         scaling = cfg.scaling_factor if cfg.scaling_factor is not None else self.vae.config.scaling_factor
         # Saved with the weights: a data-estimated latent_scale must travel with the checkpoint.
         self.register_buffer("scaling_factor", torch.tensor(float(scaling)))

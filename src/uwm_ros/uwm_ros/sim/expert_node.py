@@ -4,7 +4,7 @@
     (with real_time: false in the sim, add -p use_sim_time:=true)
 
 It reads the sim's privileged state (``~/object_poses``, ``~/episode``, the gripper's joint
-states) and the measured pose, and commands through uwm_teleop's CommandInterface, the exact
+states) and the measured pose, and commands through the robot interface's CommandInterface, the exact
 interface of the teleop and policy nodes: ``~/delta_ee``, the target pose (pose_target mode) and
 the gripper topic. So the recorder records its demonstrations exactly as a human's (record
 ``/sim_expert/delta_ee`` as the delta topic). It acts once per simulated step, on the frame set
@@ -21,12 +21,12 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.time import Time
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 
 from uwm_core.spatial import apply_delta
-from uwm_teleop.command_interface import CommandInterface, declare_command_parameters
+from uwm_ros.robot import CommandInterface, declare_command_parameters
+from uwm_ros.robot.messages import stamp_ns
 
 from .expert import ExpertObservation, ScriptedExpert
 from .ros_interface import (EPISODE_QOS, EPISODE_TOPIC, GRIPPER_STATE_TOPIC, OBJECT_POSES_TOPIC, STATE_QOS,
@@ -38,10 +38,6 @@ PARAMETERS = {
     "episode_topic": (EPISODE_TOPIC, "the sim's episode status (std_msgs/String JSON)"),
     "gripper_state_topic": (GRIPPER_STATE_TOPIC, "finger joint states (sensor_msgs/JointState)"),
 }
-
-
-def _stamp_ns(header) -> int:
-    return Time.from_msg(header.stamp).nanoseconds
 
 
 class ExpertNode(Node):
@@ -81,11 +77,11 @@ class ExpertNode(Node):
         pose, status = self._out.measured_pose(), self._status
         if pose is None or status is None or self._objects is None or self._fingers is None:
             return
-        stamp_ns = status["stamp_ns"]
-        if not (stamp_ns > self._last_stamp_ns and stamp_ns == pose.stamp.nanoseconds
-                == _stamp_ns(self._objects.header) == _stamp_ns(self._fingers.header)):
+        step_ns = status["stamp_ns"]
+        if not (step_ns > self._last_stamp_ns and step_ns == pose.stamp.nanoseconds
+                == stamp_ns(self._objects.header) == stamp_ns(self._fingers.header)):
             return
-        self._last_stamp_ns = stamp_ns
+        self._last_stamp_ns = step_ns
         if status["episode"] != self._episode:
             if self._expert is None or self._expert.task.name != status["task"]:
                 s = self._out.settings

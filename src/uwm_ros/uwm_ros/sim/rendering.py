@@ -40,6 +40,14 @@ def configure_headless_gl() -> str:
     return backend
 
 
+def import_mujoco():
+    """The mujoco module, imported after the GL backend is chosen (mujoco reads MUJOCO_GL on import)."""
+    configure_headless_gl()
+    import mujoco
+
+    return mujoco
+
+
 def _unavailable(backend: str, err: BaseException) -> RenderingUnavailable:
     hints = "; or ".join(INSTALL_HINTS.values())
     return RenderingUnavailable(
@@ -52,8 +60,7 @@ def check_rendering() -> str:
     """Render one tiny frame with the configured backend; RenderingUnavailable says what to install."""
     backend = configure_headless_gl()
     try:
-        import mujoco
-
+        mujoco = import_mujoco()
         model = mujoco.MjModel.from_xml_string("<mujoco><worldbody><geom size='0.1'/></worldbody></mujoco>")
         renderer = mujoco.Renderer(model, 8, 8)
         try:
@@ -68,8 +75,7 @@ def check_rendering() -> str:
 def simplify_for_rendering(model, mesh_cell_m: float = MESH_CELL_M) -> None:
     """Make a render-only model copy cheap to draw (in place): vertex-clustered visual meshes and
     textures replaced by their mean colour. Collision meshes (and so the physics) are untouched."""
-    import mujoco
-
+    mujoco = import_mujoco()
     visual = (model.geom_type == mujoco.mjtGeom.mjGEOM_MESH) & np.isin(model.geom_group, VISUAL_GEOM_GROUPS)
     for mesh in np.unique(model.geom_dataid[visual]):
         vert_start, face_start, face_count = (model.mesh_vertadr[mesh], model.mesh_faceadr[mesh],
@@ -106,9 +112,7 @@ class CameraRenderer:
     """
 
     def __init__(self, model, data, width: int, height: int, fast: bool = True):
-        import mujoco
-
-        backend = configure_headless_gl()
+        mujoco = import_mujoco()
         self._mujoco = mujoco
         self._physics_data = data
         self.model = copy.deepcopy(model)
@@ -119,7 +123,7 @@ class CameraRenderer:
         try:
             self._renderer = mujoco.Renderer(self.model, height, width)
         except Exception as err:
-            raise _unavailable(backend, err) from err
+            raise _unavailable(os.environ["MUJOCO_GL"], err) from err
         self._option = mujoco.MjvOption()
         self._option.geomgroup[:] = [int(g in VISUAL_GEOM_GROUPS) for g in range(len(self._option.geomgroup))]
         self._option.sitegroup[:] = 0  # robosuite's grip/target markers stay invisible

@@ -1,9 +1,8 @@
-"""Running the stack's nodes as separate processes, and talking to them, for uwm-eval-sim,
-uwm-demo and the benchmarks.
+"""Running the stack's nodes as separate processes, for uwm-eval-sim, uwm-demo and the benchmarks.
 
 Every node (sim, scripted expert, recorder, policy) runs as its own console script, exactly as a
 user would start it, with its output in a log file; the orchestrating process talks to them over
-real DDS through one rclpy node spinning in a background thread (``RosClient``). A process that
+real DDS through one rclpy node spinning in a background thread (``ros_client.RosClient``). A process that
 dies, a service that does not answer or a condition that is never met ends in an
 ``OrchestrationError`` naming the process or service and the log file to read.
 
@@ -20,9 +19,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
+
+import yaml
+
+from uwm_ros.launch_helpers import config_path
 
 LOG_TAIL_LINES = 15
 STOP_GRACE_S = 10.0  # SIGINT, then this long before SIGTERM, then as long again before SIGKILL
@@ -44,8 +46,6 @@ def log_tail(path: Path | str | None, lines: int = LOG_TAIL_LINES) -> str:
 # ---------------------------------------------------------------------- files and environment
 def ros_config_file(name: str) -> Path:
     """config/<name> of uwm_ros (located as the launch files do); FileNotFoundError when missing."""
-    from .launch_helpers import config_path
-
     path = Path(config_path(name)).resolve()
     if not path.is_file():
         raise FileNotFoundError(f"{path}: uwm_ros configuration file is missing")
@@ -54,8 +54,6 @@ def ros_config_file(name: str) -> Path:
 
 def read_node_params(path: Path | str) -> dict:
     """The ``/**: ros__parameters`` of a node parameter YAML file."""
-    import yaml
-
     with open(path) as f:
         return dict(yaml.safe_load(f)["/**"]["ros__parameters"])
 
@@ -68,7 +66,7 @@ def console_script(name: str) -> str:
     found = shutil.which(name)
     if found is None:
         raise OrchestrationError(f"console script {name} is not installed (run ./scripts/setup.sh, or "
-                                 f"pip install -e src/uwm_ros src/uwm_teleop src/uwm_core)")
+                                 "pip install -e each package under src/)")
     return found
 
 
@@ -237,108 +235,3 @@ def run_logged(name: str, argv: list[str], log_path: Path | str, env: dict | Non
 
 
 # ---------------------------------------------------------------------- talking to the nodes
-class RosClient:
-    """One rclpy node in a context of its own, spun by a background thread.
-
-    Subscriptions are created on ``node`` (their callbacks run on the spinning thread); ``call``
-    and ``wait_for`` block the calling thread while checking that ``watch``'s processes live.
-    """
-
-    def __init__(self, name: str, watch: ProcessGroup | None = None, use_sim_time: bool = False):
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.parameter import Parameter
-        from rclpy.signals import SignalHandlerOptions
-
-        from uwm_teleop.spinning import spin
-
-        self.watch = watch
-        self.context = rclpy.Context()
-        # no rclpy signal handler: Ctrl-C raises KeyboardInterrupt and the callers stop their processes
-        rclpy.init(context=self.context, signal_handler_options=SignalHandlerOptions.NO)
-        self.node = rclpy.create_node(name, context=self.context,
-                                      parameter_overrides=[Parameter("use_sim_time", value=use_sim_time)])
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._spinner = threading.Thread(target=spin, args=(self.executor,), name=f"{name}-spin", daemon=True)
-        self._spinner.start()
-
-    def _check_processes(self) -> None:
-        if self.watch is not None:
-            self.watch.check()
-
-    def wait_for(self, predicate, timeout_s: float, what: str):
-        """Poll ``predicate`` until it returns a truthy value (returned); OrchestrationError naming
-        ``what`` after ``timeout_s`` or as soon as a watched process dies."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            value = predicate()
-            if value:
-                return value
-            self._check_processes()
-            if time.monotonic() > deadline:
-                raise OrchestrationError(f"timed out after {timeout_s:.0f} s waiting for {what}"
-                                         + self._logs_hint())
-            time.sleep(POLL_S)
-
-    def _logs_hint(self) -> str:
-        if self.watch is None or not self.watch.processes:
-            return ""
-        return " (logs: " + ", ".join(str(p.log_path) for p in self.watch.processes) + ")"
-
-    def call(self, service_type, name: str, request=None, timeout_s: float = 30.0, ready_timeout_s: float = 60.0):
-        """Call a service and return its response."""
-        client = self.node.create_client(service_type, name)
-        try:
-            self.wait_for(client.service_is_ready, ready_timeout_s, f"service {name}")
-            future = client.call_async(request if request is not None else service_type.Request())
-            self.wait_for(future.done, timeout_s, f"the response of {name}")
-            if future.exception() is not None:
-                raise OrchestrationError(f"service {name} failed: {future.exception()}")
-            return future.result()
-        finally:
-            self.node.destroy_client(client)
-
-    def set_parameters(self, node_name: str, timeout_s: float = 30.0, **values) -> None:
-        """Set parameters of another node through its ``set_parameters`` service."""
-        from rcl_interfaces.srv import SetParameters
-        from rclpy.parameter import Parameter
-
-        request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
-        response = self.call(SetParameters, f"{node_name}/set_parameters", request, timeout_s)
-        refused = [f"{k}: {r.reason}" for k, r in zip(values, response.results) if not r.successful]
-        if refused:
-            raise OrchestrationError(f"{node_name} refused parameters: {'; '.join(refused)}")
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self._spinner.join(5.0)
-        self.node.destroy_node()
-        self.context.try_shutdown()
-
-    def __enter__(self) -> "RosClient":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-class LifecycleClient:
-    """Transitions of a lifecycle node (the policy) through its change_state/get_state services."""
-
-    def __init__(self, ros: RosClient, node_name: str):
-        self.ros, self.node_name = ros, node_name
-
-    def state(self) -> str:
-        from lifecycle_msgs.srv import GetState
-
-        return self.ros.call(GetState, f"{self.node_name}/get_state").current_state.label
-
-    def change(self, transition: str, timeout_s: float = 60.0) -> bool:
-        from lifecycle_msgs.srv import ChangeState
-
-        from .synthetic_robot import TRANSITIONS
-
-        request = ChangeState.Request()
-        request.transition.id = TRANSITIONS[transition]
-        return bool(self.ros.call(ChangeState, f"{self.node_name}/change_state", request, timeout_s).success)

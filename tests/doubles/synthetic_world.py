@@ -1,4 +1,4 @@
-"""A tiny procedurally rendered world for examples and tests.
+"""A tiny procedurally rendered world for the training tests.
 
 A red disc (the end effector) moves on a table by exactly the commanded displacement
 ``(dx, dy)`` each step, so the next frames can only be predicted by using the actions. The
@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from uwm_core.data import DatasetWriter
 
 WORLD = 32.0  # table side length
 RADIUS = 2.5
@@ -112,8 +114,6 @@ def write_synthetic_dataset(path, num_episodes: int, seed: int, action_free: boo
                             max_steps: int = 24, cameras=CAMERAS, with_state: bool = False):
     """Write expert episodes with uwm_core.data.DatasetWriter (``action_free``: video only;
     ``with_state``: the disc position as proprioceptive state)."""
-    from .data import DatasetWriter
-
     state_dim = 2 if with_state else 0
     with DatasetWriter(path, cameras=list(cameras), fps=10, action_dim=ACTION_DIM, state_dim=state_dim) as writer:
         for i, ep in enumerate(generate_episodes(num_episodes, seed, size, max_steps)):

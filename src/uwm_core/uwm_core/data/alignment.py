@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from uwm_core.spatial import STATE_DIM, apply_delta, delta_between, proprio_state
+from ..spatial import STATE_DIM, apply_delta, delta_between, proprio_state
 
 IDENTITY_QUAT = np.array([0.0, 0.0, 0.0, 1.0])
 ONE_STEP_PER_COMMAND = (0.67, 1.5)  # command rate / control rate within which commands are steps

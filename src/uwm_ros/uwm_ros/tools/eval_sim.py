@@ -29,30 +29,30 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .orchestration import (LifecycleClient, OrchestrationError, ProcessGroup, RosClient, console_script,
-                            cooperative_threads, isolate_ros_graph, read_node_params, ros_args, ros_config_file)
-from .sim.metrics import wilson_interval
-from .sim.rendering import RenderingUnavailable, check_rendering
-from .sim.tasks import TASKS, get_task
+from uwm_core import WorldModel
+from uwm_core.checkpoint import CheckpointError, read_checkpoint_config
+from uwm_core.durable import replace_file
+from uwm_core.spatial import ACTION_DIM
+from uwm_ros.sim.metrics import wilson_interval
+from uwm_ros.sim.rendering import RenderingUnavailable, check_rendering
+from uwm_ros.sim.tasks import TASKS, get_task
+from uwm_ros.tools.processes import (OrchestrationError, ProcessGroup, console_script, cooperative_threads,
+                                     isolate_ros_graph, read_node_params, ros_args, ros_config_file)
+from uwm_ros.tools.rollout_media import predicted_frames_strip, write_video
+from uwm_ros.tools.rollout_recorder import RolloutRecorder
+from uwm_ros.tools.ros_client import RosClient
+from uwm_ros.tools.sim_demos import reset_sim
 
 POLICY_NODE = "/uwm_policy"
 CONFIGURE_TIMEOUT_S = 600.0  # load + warm-up of a large checkpoint on a CPU
 WALL_S_PER_STEP = 1.5  # generous: a lockstep step waits at most 0.5 s for the policy
-VIDEO_SCALE = 2
-CAPTION_PX = 20
-TILE_PX = 96  # tiles of the predicted-frames strip are shown at this size
-TILE_PAD_PX = 4
-GROUP_GAP_PX = 16
-STRIP_GROUPS = ("current", "actual next", "predicted next")
 LATENCY_CALLS = 5
 
 
@@ -96,9 +96,6 @@ def sim_cameras(sim_params: dict) -> dict[str, tuple[str, str]]:
 def check_inputs(settings: EvalSettings, sim_params: dict):
     """The checkpoint's ModelConfig; EvalInputError (listing the valid choices) for a task the sim
     does not know, a checkpoint whose cameras the sim does not render or bad numbers."""
-    from uwm_core.checkpoint import CheckpointError, read_checkpoint_config
-    from uwm_core.spatial import ACTION_DIM
-
     if settings.task not in TASKS:
         raise EvalInputError(f"--task {settings.task!r}: the sim does not know this task; valid tasks: "
                              f"{', '.join(TASKS)}")
@@ -123,256 +120,7 @@ def check_inputs(settings: EvalSettings, sim_params: dict):
     return model_cfg
 
 
-# ---------------------------------------------------------------------- what the evaluator observes
-class RolloutRecorder:
-    """Subscribes to the sim's cameras and status and the policy's commands and status; keeps the
-    frames and commands of the episode being recorded (all callbacks on the client's thread)."""
-
-    def __init__(self, ros: RosClient, camera_topics: dict[str, str], gripper_topic: str, pose_topic: str,
-                 period_ns: int):
-        from geometry_msgs.msg import PoseStamped, TwistStamped
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import Image
-        from std_msgs.msg import Float32, String
-
-        from .sim.ros_interface import EPISODE_QOS, SIM_NODE_NAME, parse_episode
-
-        self._parse_episode = parse_episode
-        self.lock = threading.Lock()
-        self.cameras = list(camera_topics)
-        self.status = None  # the sim's latest ~/episode
-        self.policy_status = None
-        self._period_ns = period_ns
-        self._episode_starts: dict[int, int] = {}  # sim episode -> stamp of its first frame set
-        self._recording = False
-        self._keep_frames = False
-        self.frames: dict[int, dict] = {}  # stamp ns -> {camera: rgb}
-        self.deltas: list[tuple[int, np.ndarray]] = []
-        self.grippers: list[tuple[int, float]] = []  # stamped with the tick's delta (Float32 has no header)
-        self.poses: list[tuple[int, np.ndarray]] = []  # measured (position, quat xyzw) while frames are kept
-        reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
-        node = ros.node
-        for camera, topic in camera_topics.items():
-            node.create_subscription(Image, topic, lambda m, c=camera: self._on_image(c, m), reliable)
-        node.create_subscription(String, f"/{SIM_NODE_NAME}/episode", self._on_episode, EPISODE_QOS)
-        node.create_subscription(String, f"{POLICY_NODE}/status", self._on_policy_status, 10)
-        node.create_subscription(TwistStamped, f"{POLICY_NODE}/delta_ee", self._on_delta, reliable)
-        node.create_subscription(Float32, gripper_topic, self._on_gripper, reliable)
-        node.create_subscription(PoseStamped, pose_topic, self._on_pose, reliable)
-
-    @staticmethod
-    def _stamp_ns(header) -> int:
-        return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
-
-    def _on_image(self, camera, msg) -> None:
-        with self.lock:
-            if not self._keep_frames:
-                return
-        from uwm_core.image_codec import decode_image_msg
-
-        rgb = decode_image_msg(msg)
-        with self.lock:
-            self.frames.setdefault(self._stamp_ns(msg.header), {})[camera] = rgb
-
-    def _on_episode(self, msg) -> None:
-        status = self._parse_episode(msg)
-        start = status["stamp_ns"] - status["step"] * self._period_ns  # exact in fast mode
-        with self.lock:
-            self.status = status
-            episode = status["episode"]
-            self._episode_starts[episode] = min(start, self._episode_starts.get(episode, start))
-
-    def _on_policy_status(self, msg) -> None:
-        status = json.loads(msg.data)
-        with self.lock:
-            self.policy_status = status
-
-    def _on_delta(self, msg) -> None:
-        t = msg.twist
-        delta = np.array([t.linear.x, t.linear.y, t.linear.z, t.angular.x, t.angular.y, t.angular.z])
-        with self.lock:
-            if self._recording:
-                self.deltas.append((self._stamp_ns(msg.header), delta))
-
-    def _on_gripper(self, msg) -> None:
-        with self.lock:
-            if self._recording and self.deltas:
-                self.grippers.append((self.deltas[-1][0], float(msg.data)))
-
-    def _on_pose(self, msg) -> None:
-        p, q = msg.pose.position, msg.pose.orientation
-        with self.lock:
-            if self._keep_frames:
-                self.poses.append((self._stamp_ns(msg.header), np.array([p.x, p.y, p.z, q.x, q.y, q.z, q.w])))
-
-    def begin(self, keep_frames: bool) -> None:
-        """Start recording (before the sim's reset, so that the episode's first frame set is kept)."""
-        with self.lock:
-            self._recording, self._keep_frames = True, keep_frames
-            self.frames, self.deltas, self.grippers, self.poses = {}, [], [], []
-
-    def end(self, episode: int) -> dict:
-        """Stop recording; the frame sets of sim episode ``episode`` (complete ones) and the commands."""
-        with self.lock:
-            frames, deltas, grippers, poses = self.frames, self.deltas, self.grippers, self.poses
-            self._recording, self._keep_frames = False, False
-            self.frames, self.deltas, self.grippers, self.poses = {}, [], [], []
-            start = self._episode_starts.get(episode, 0) - self._period_ns // 2
-        complete = {s: f for s, f in frames.items() if len(f) == len(self.cameras) and s >= start}
-        return {"episode": episode, "frames": dict(sorted(complete.items())), "deltas": deltas, "grippers": grippers,
-                "poses": poses}
-
-    def latest(self) -> tuple[dict | None, dict | None]:
-        with self.lock:
-            return self.status, self.policy_status
-
-
-def record_states(record: dict, stamps) -> np.ndarray:
-    """The proprioceptive state at each frame-set stamp of a recorded rollout, as datasets store it
-    (rows before the first recorded pose are NaN)."""
-    from uwm_teleop.alignment import states_at
-
-    poses, grippers = record.get("poses", []), record["grippers"]
-    states, _ = states_at(stamps, [t for t, _ in poses], [p for _, p in poses] or np.zeros((0, 7)),
-                          [t for t, _ in grippers], [g for _, g in grippers])
-    return states
-
-
-def step_actions(stamps: list[int], deltas, grippers) -> np.ndarray:
-    """The 7-D action of each simulated step (frame stamp to the next): the deltas the policy sent
-    in it composed (zero while it held), and the gripper command in force."""
-    from uwm_teleop.alignment import compose_deltas, latest_at_or_before
-
-    stamps = np.asarray(stamps, dtype=np.int64)
-    actions = np.zeros((len(stamps), 7), dtype=np.float32)
-    if deltas:
-        delta_stamps = np.array([s for s, _ in deltas], dtype=np.int64)
-        step_of_delta = latest_at_or_before(stamps, delta_stamps)
-        values = np.stack([d for _, d in deltas])
-        for step in np.unique(step_of_delta[step_of_delta >= 0]):
-            actions[step, :6] = compose_deltas(values[step_of_delta == step])
-    if grippers:
-        gripper_stamps = np.array([s for s, _ in grippers], dtype=np.int64)
-        at = latest_at_or_before(gripper_stamps, stamps)
-        values = np.array([g for _, g in grippers], dtype=np.float32)
-        actions[:, 6] = np.where(at >= 0, values[np.maximum(at, 0)], 0.0)
-    return actions
-
-
-# ---------------------------------------------------------------------- artefacts
-def _caption(image: np.ndarray, text: str, height: int = CAPTION_PX) -> np.ndarray:
-    import cv2
-
-    band = np.full((height, image.shape[1], 3), 255, np.uint8)
-    cv2.putText(band, text, (4, height - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.concatenate([band, image], axis=0)
-
-
-def _upscale(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    import cv2
-
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_NEAREST)
-
-
-def write_video(path: Path, rollouts: list[tuple[str, list[dict]]], cameras: list[str], fps: float) -> int:
-    """An H.264 mp4 of the rollouts (caption, frame sets): cameras side by side, enlarged; returns
-    the number of frames written. Each rollout's last frame is held for a second."""
-    import av
-
-    composites = []
-    for caption, frame_sets in rollouts:
-        for index, frames in enumerate(frame_sets):
-            row = np.concatenate([frames[c] for c in cameras], axis=1)
-            row = _upscale(row, row.shape[0] * VIDEO_SCALE, row.shape[1] * VIDEO_SCALE)
-            composites.append(_caption(row, f"{caption} | step {index}"))
-        composites += [composites[-1]] * int(fps) if frame_sets else []
-    if not composites:
-        raise ValueError("no frames to write")
-    height, width = composites[0].shape[:2]
-    tmp = path.with_name(f".{path.name}.tmp.mp4")
-    with av.open(str(tmp), "w") as container:
-        stream = container.add_stream("libx264", rate=int(round(fps)))
-        stream.width, stream.height = width + width % 2, height + height % 2
-        stream.pix_fmt = "yuv420p"
-        for image in composites:
-            padded = np.pad(image, ((0, stream.height - height), (0, stream.width - width), (0, 0)), mode="edge")
-            for packet in stream.encode(av.VideoFrame.from_ndarray(padded, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    os.replace(tmp, path)
-    return len(composites)
-
-
-def strip_size(num_cameras: int) -> tuple[int, int]:
-    """(width, height) of the predicted-frames strip: per camera a row of 2 + 2 + 2 tiles."""
-    group = 2 * TILE_PX + TILE_PAD_PX
-    width = len(STRIP_GROUPS) * group + (len(STRIP_GROUPS) - 1) * GROUP_GAP_PX
-    return width, CAPTION_PX + num_cameras * TILE_PX + (num_cameras - 1) * TILE_PAD_PX
-
-
-def prediction_strip(current: dict, actual: dict, predicted: dict, cameras: list[str], title: str) -> np.ndarray:
-    """Rows per camera: current frames | frames actually observed next | predicted next frames."""
-    def group(frames):
-        tiles = [_upscale(f, TILE_PX, TILE_PX) for f in frames]
-        return np.concatenate([tiles[0], np.full((TILE_PX, TILE_PAD_PX, 3), 255, np.uint8), tiles[1]], axis=1)
-
-    gap = np.full((TILE_PX, GROUP_GAP_PX, 3), 255, np.uint8)
-    rows = []
-    for camera in cameras:
-        groups = [group(current[camera]), gap, group(actual[camera]), gap, group(predicted[camera])]
-        rows.append(np.concatenate(groups, axis=1))
-        rows.append(np.full((TILE_PAD_PX, rows[-1].shape[1], 3), 255, np.uint8))
-    grid = np.concatenate(rows[:-1], axis=0)
-    labels = " | ".join(f"{name}" for name in STRIP_GROUPS)
-    return _caption(grid, f"{title}: {labels} ({', '.join(cameras)} rows)")
-
-
-def predicted_frames_strip(wm, record: dict, path: Path, seed: int = 0) -> dict | None:
-    """The world model's prediction of the frames after one action chunk of a recorded rollout,
-    next to the frames actually observed; written as a PNG. None when the rollout is too short or
-    the model cannot predict frames (the dp variant)."""
-    from PIL import Image as PILImage
-
-    from uwm_core.model.uwm import VARIANT_MODES
-    from uwm_core.processing import float_to_frames, model_view
-
-    modes = VARIANT_MODES[wm.variant]
-    mode = "forward_dynamics" if "forward_dynamics" in modes else "video" if "video" in modes else None
-    stamps = list(record["frames"])
-    To, Ta = wm.obs_horizon, wm.action_horizon
-    if mode is None or len(stamps) < To + Ta + To - 1:
-        return None
-    actions = step_actions(stamps, record["deltas"], record["grippers"])
-    moving = np.flatnonzero(np.abs(actions[:, :6]).sum(axis=1) > 0)
-    # the first chunk the policy executed: its first action is at the current frame t (index To-1 or later)
-    t = int(min(max(moving[0] if moving.size else To - 1, To - 1), len(stamps) - Ta - To))
-    sets = [record["frames"][s] for s in stamps]
-    current = {c: np.stack([sets[t - To + 1 + i][c] for i in range(To)]) for c in wm.cameras}
-    actual = {c: np.stack([sets[t + Ta + i][c] for i in range(To)]) for c in wm.cameras}
-    chunk = actions[t:t + Ta]
-    state = record_states(record, stamps[t - To + 1:t + 1]) if wm.state_dim else None
-    if state is not None and not np.isfinite(state).all():
-        return None  # no measured pose recorded that early
-    if mode == "forward_dynamics":
-        predicted = wm.predict_next_frames(current, chunk, seed=seed, state=state)
-    else:
-        predicted = wm.predict_video(current, seed=seed, state=state)
-
-    def view(frames):  # what the model sees: resized and centre-cropped
-        return float_to_frames(model_view(frames, wm.config.resize_shape, wm.image_size))
-
-    strip = prediction_strip({c: view(current[c]) for c in wm.cameras}, {c: view(actual[c]) for c in wm.cameras},
-                             predicted, wm.cameras, f"steps {t - To + 1}..{t} -> {t + Ta}..{t + Ta + To - 1}")
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    PILImage.fromarray(strip).save(tmp)
-    os.replace(tmp, path)
-    error = float(np.mean([np.mean((predicted[c].astype(np.float32) - view(actual[c]).astype(np.float32)) ** 2)
-                           for c in wm.cameras]) / 255.0 ** 2)
-    return {"path": str(path), "size": list(strip.shape[1::-1]), "mode": mode, "current_step": t,
-            "predicted_steps": [t + Ta, t + Ta + To - 1], "mse": round(error, 5)}
-
-
+# ---------------------------------------------------------------------- the evaluation
 def wall_clock_latency(wm, record: dict, calls: int = LATENCY_CALLS) -> dict:
     """predict_actions wall time in this process (median and max of ``calls``), on recorded frames."""
     sets = list(record["frames"].values())
@@ -391,7 +139,6 @@ def wall_clock_latency(wm, record: dict, calls: int = LATENCY_CALLS) -> dict:
             "calls": calls}
 
 
-# ---------------------------------------------------------------------- the evaluation
 def evaluate(settings: EvalSettings, say=print) -> dict:
     """Run the closed-loop evaluation; returns the report (also written to <out_dir>/eval.json)."""
     sim_params_file = ros_config_file("sim.yaml")
@@ -426,11 +173,9 @@ def evaluate(settings: EvalSettings, say=print) -> dict:
         processes.start("uwm-policy-node", [console_script("uwm-policy-node"), *ros_args(
             [ros_config_file("policy.yaml"), sim_params_file], policy_overrides)], "policy.log")
         with RosClient("uwm_eval_sim", watch=processes) as ros:
-            from .sim_demos import reset_sim
-
-            recorder = RolloutRecorder(ros, camera_topics, sim_params["gripper_topic"], sim_params["ee_pose_topic"],
-                                       round(1e9 / sim_params["control_rate_hz"]))
-            policy = LifecycleClient(ros, POLICY_NODE)
+            recorder = RolloutRecorder(ros, POLICY_NODE, camera_topics, sim_params["gripper_topic"],
+                                       sim_params["ee_pose_topic"], round(1e9 / sim_params["control_rate_hz"]))
+            policy = ros.lifecycle(POLICY_NODE)
             say(f"configuring {POLICY_NODE} with {settings.checkpoint} (loads the model, one warm-up inference)")
             ros.wait_for(lambda: recorder.latest()[0], CONFIGURE_TIMEOUT_S, "the sim's first episode (/uwm_sim/episode)")
             if not policy.change("configure", CONFIGURE_TIMEOUT_S):
@@ -493,8 +238,6 @@ def _inference_summary(policy_status: dict | None) -> dict:
 
 
 def _finish(settings, model_cfg, results, records, timings, out_dir: Path, log_dir: Path, max_steps, say) -> dict:
-    from uwm_core import WorldModel
-
     successes = sum(r.success for r in results)
     low, high = wilson_interval(successes, len(results))
     started = time.monotonic()
@@ -534,9 +277,7 @@ def _finish(settings, model_cfg, results, records, timings, out_dir: Path, log_d
         "logs": str(log_dir),
         "timings": timings,
     }
-    tmp = out_dir / ".eval.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, out_dir / "eval.json")
+    replace_file(out_dir / "eval.json", json.dumps(report, indent=2))
     say(summary_text(report))
     return report
 
@@ -591,7 +332,6 @@ def main(argv=None) -> int:
                             precision=args.precision, real_time=args.real_time, policy_seed=args.policy_seed,
                             torch_threads=args.torch_threads)
     try:
-        check_inputs(settings, read_node_params(ros_config_file("sim.yaml")))
         check_rendering()  # RenderingUnavailable names the package to install
         isolate_ros_graph(args.ros_domain_id)
         cooperative_threads()

@@ -18,7 +18,7 @@ import numpy as np
 
 from uwm_core.image_codec import ImageDecodeError, decode_image_msg
 
-from .camera_sync import Observation
+from uwm_ros.policy.camera_sync import Observation
 
 
 @dataclass

@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import sys
@@ -33,9 +34,12 @@ from pathlib import Path
 
 import yaml
 
-from .orchestration import (OrchestrationError, console_script, cooperative_threads, exclusive_threads_env,
-                            isolate_ros_graph, log_tail, ros_config_file, run_logged)
-from .sim.rendering import RenderingUnavailable, check_rendering
+from uwm_core.durable import replace_file
+from uwm_ros.sim.rendering import RenderingUnavailable, check_rendering
+from uwm_ros.sim.tasks import get_task
+from uwm_ros.tools.processes import (OrchestrationError, console_script, cooperative_threads, exclusive_threads_env,
+                                     isolate_ros_graph, last_log_line, log_tail, ros_config_file, run_logged)
+from uwm_ros.tools.sim_demos import convert_bags, record_demos
 
 MARKER = ".uwm-demo"  # marks a directory as uwm-demo output (re-runs may replace its contents)
 OUTPUTS = ("bags", "dataset", "train", "eval", "logs", "convert.yaml", "convert_report.json", "report.md",
@@ -67,8 +71,6 @@ def load_settings(config_path: Path | str | None, quick: bool, overrides: dict) 
         settings = merge(settings, quick_section)
     settings = merge(settings, overrides)
     settings["config_file"] = str(path)
-    from .sim.tasks import get_task
-
     get_task(settings["task"])  # ValueError listing the valid tasks
     for key in ("demos", "image_size"):
         if not int(settings[key]) > 0:
@@ -137,8 +139,6 @@ class Demo:
 
     # ------------------------------------------------------------------ stages
     def _record(self) -> dict:
-        from .sim_demos import record_demos
-
         s, log_dir = self.settings, self.logs / "record"
         try:
             episodes = record_demos(self.out / "bags", s["task"], int(s["demos"]), int(s["demo_seed"]), log_dir,
@@ -155,9 +155,7 @@ class Demo:
                 "median_steps": statistics.median(e.steps for e in episodes if e.success)}
 
     def _convert(self) -> dict:
-        from uwm_core.data import open_dataset
-
-        from .sim_demos import convert_bags
+        from uwm_core.data import open_dataset  # here, not at the top: it loads torch (see cooperative_threads)
 
         log = self.logs / "convert.log"
         dataset = self.out / "dataset"
@@ -214,9 +212,7 @@ class Demo:
         self.report["artefacts"]["report_json"] = str(self.out / "report.json")
         text = report_markdown(self.report)
         for name, content in (("report.md", text), ("report.json", json.dumps(self.report, indent=2))):
-            tmp = self.out / f".{name}.tmp"
-            tmp.write_text(content)
-            os.replace(tmp, self.out / name)
+            replace_file(self.out / name, content)
 
 
 def override_value(value) -> str:
@@ -245,16 +241,12 @@ def eval_argv(checkpoint, task: str, out, **options) -> list[str]:
 
 def _last_progress(log: Path) -> dict:
     """The training log's last progress-bar figures: {"loss": ..., "samples_per_s": ...}."""
-    import re
-
-    from .orchestration import last_log_line
-
     line = last_log_line(log)
     return {key: float(value) for key, value in re.findall(r"(loss|samples_per_s)=([0-9.eE+-]+)", line)}
 
 
 def machine() -> dict:
-    import torch
+    import torch  # here, not at the top: OpenMP reads its wait policy when torch loads (cooperative_threads)
 
     return {"host": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
             "cpus": os.cpu_count(), "cpu_model": _cpu_model(), "torch": torch.__version__,

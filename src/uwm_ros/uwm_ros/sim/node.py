@@ -58,11 +58,11 @@ from std_msgs.msg import Bool, Float32, String
 from std_srvs.srv import Trigger
 
 from uwm_core.image_codec import encode_raw
-from uwm_teleop.spinning import spin
+from uwm_ros.robot.spinning import spin
 
-from .sim.franka_env import DEFAULT_CAMERAS, SCENE_CAMERA_FOVY_DEG, SCENE_CAMERAS, SimFranka
-from .sim.rendering import RenderingUnavailable
-from .sim.ros_interface import (EPISODE_QOS, GRIPPER_STATE_TOPIC, SIM_NODE_NAME, STATE_QOS, episode_message,
+from uwm_ros.sim.franka_env import DEFAULT_CAMERAS, SCENE_CAMERA_FOVY_DEG, SCENE_CAMERAS, SimFranka
+from uwm_ros.sim.rendering import RenderingUnavailable
+from uwm_ros.sim.ros_interface import (EPISODE_QOS, GRIPPER_STATE_TOPIC, SIM_NODE_NAME, STATE_QOS, episode_message,
                                 pose_array, pose_arrays, pose_stamped)
 
 COMMAND_MODES = ("pose_target", "delta")

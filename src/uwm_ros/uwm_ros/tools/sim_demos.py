@@ -24,11 +24,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
+from std_msgs.msg import String
+from std_srvs.srv import SetBool, Trigger
 
-from .orchestration import (OrchestrationError, ProcessGroup, RosClient, console_script, read_node_params,
-                            ros_args, ros_config_file, run_logged)
-from .sim.ros_interface import EPISODE_QOS, SIM_NODE_NAME, parse_episode
-from .sim.tasks import get_task
+from uwm_ros.sim.ros_interface import EPISODE_QOS, SIM_NODE_NAME, parse_episode
+from uwm_ros.sim.tasks import get_task
+from uwm_ros.tools.processes import (OrchestrationError, ProcessGroup, console_script, read_node_params, ros_args,
+                                     ros_config_file, run_logged)
+from uwm_ros.tools.ros_client import RosClient
 
 RECORDER_NODE = "/recorder"
 EXPERT_DELTA_TOPIC = "/sim_expert/delta_ee"
@@ -46,8 +49,6 @@ class RecordedEpisode:
 
 def episode_watcher(ros: RosClient):
     """Subscribe to the sim's ~/episode status; returns a function giving the latest status."""
-    from std_msgs.msg import String
-
     latest = {}
 
     def on_status(msg):
@@ -59,8 +60,6 @@ def episode_watcher(ros: RosClient):
 
 def reset_sim(ros: RosClient, seed: int) -> int:
     """Start a new sim episode with ``seed``; its episode number."""
-    from std_srvs.srv import Trigger
-
     ros.set_parameters(f"/{SIM_NODE_NAME}", seed=seed)
     response = ros.call(Trigger, f"/{SIM_NODE_NAME}/reset")
     if not response.success:
@@ -97,8 +96,6 @@ def record_demos(bags_dir: Path | str, task: str, episodes: int, first_seed: int
         processes.start("uwm-recorder", [console_script("uwm-recorder"), *ros_args(
             [ros_config_file("recorder.yaml")], recorder_params)], f"recorder_{task}.log")
         with RosClient("uwm_demo_recording", watch=processes) as ros:
-            from std_srvs.srv import SetBool, Trigger
-
             status = episode_watcher(ros)
             ros.wait_for(status, STARTUP_TIMEOUT_S, "the first episode of the sim (/uwm_sim/episode)")
             ros.wait_for(lambda: ros.node.count_publishers(EXPERT_DELTA_TOPIC) > 0, STARTUP_TIMEOUT_S,

@@ -1,4 +1,4 @@
-"""A stand-in for the robot's sensors, for tests and ``bench/node_timing.py``.
+"""A stand-in for the robot, for the node tests, the teleop/recorder tests and the node benchmarks.
 
 ``SyntheticRobot`` publishes camera streams (raw in any supported encoding, optionally with padded
 rows, or jpeg CompressedImage for topics ending in ``/compressed``) and the measured end-effector
@@ -7,8 +7,10 @@ through its real ``change_state`` / ``get_state`` services. Everything goes over
 own executor thread.
 
 Per-camera knobs (``robot.cameras[name]``): ``enabled``, ``stamp_offset_s`` (added to the header
-stamp), ``encoding``, ``pad_bytes`` (extra bytes per row). ``pose_frame`` sets the pose's frame id;
-``follow_target`` makes the measured pose track the commanded target (an ideal controller).
+stamp), ``encoding``, ``pad_bytes`` (extra bytes per row), ``shape``. ``pose_frame`` sets the pose's
+frame id; ``follow_target`` makes the measured pose track the commanded target (an ideal
+controller); ``keep_published`` remembers every published frame by its stamp (``published``), for
+tests that compare recorded frames pixel by pixel.
 """
 from __future__ import annotations
 
@@ -20,8 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import rclpy
 from geometry_msgs.msg import PoseStamped, TwistStamped
-from lifecycle_msgs.msg import Transition, TransitionEvent
-from lifecycle_msgs.srv import ChangeState, GetState
+from lifecycle_msgs.msg import TransitionEvent
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
@@ -29,11 +30,9 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float32, String
 
 from uwm_core.image_codec import encode_compressed, encode_raw
-from uwm_teleop.spinning import spin
-
-TRANSITIONS = {"configure": Transition.TRANSITION_CONFIGURE, "activate": Transition.TRANSITION_ACTIVATE,
-               "deactivate": Transition.TRANSITION_DEACTIVATE, "cleanup": Transition.TRANSITION_CLEANUP,
-               "shutdown": Transition.TRANSITION_INACTIVE_SHUTDOWN}
+from uwm_ros.robot import spin
+from uwm_ros.robot.lifecycle_client import LifecycleClient
+from uwm_ros.robot.messages import stamp_ns
 
 
 @dataclass
@@ -44,12 +43,14 @@ class CameraStream:
     encoding: str = "rgb8"
     pad_bytes: int = 0
     corrupt_bytes: int = 0  # compressed topics: bytes inverted in the middle of each JPEG
+    shape: tuple[int, int] | None = None  # (height, width); None: the robot's image_shape
     published: int = 0
 
 
 @dataclass
 class Received:
-    """Messages received from the commander, each with its arrival time (time.monotonic())."""
+    """Messages received from the commander: (arrival time.monotonic(), arrival on the node's clock
+    in ns, message)."""
 
     deltas: list = field(default_factory=list)
     targets: list = field(default_factory=list)
@@ -63,8 +64,10 @@ class SyntheticRobot:
     def __init__(self, namespace: str, camera_topics: dict[str, str], pose_topic: str, target_topic: str,
                  gripper_topic: str, commander: str, base_frame: str = "fr3_link0", camera_rate_hz: float = 30.0,
                  image_shape: tuple[int, int] = (48, 64), start_position=(0.5, 0.0, 0.3),
-                 start_quat_xyzw=(1.0, 0.0, 0.0, 0.0)):
-        """``commander``: the fully qualified name of the node under test, e.g. ``/t1/uwm_policy``."""
+                 start_quat_xyzw=(1.0, 0.0, 0.0, 0.0), pose_rate_hz: float | None = None,
+                 keep_published: bool = False):
+        """``commander``: the fully qualified name of the node under test, e.g. ``/t1/uwm_policy``;
+        ``pose_rate_hz``: the measured pose's own rate (None: with every camera frame set)."""
         self.node = Node("synthetic_robot", namespace=namespace)
         self.cameras = {cam: CameraStream(topic) for cam, topic in camera_topics.items()}
         self.base_frame = base_frame
@@ -76,6 +79,7 @@ class SyntheticRobot:
         self.pose_stamp_offset_s = 0.0  # added to the measured pose's stamp (a robot clock out of sync)
         self.image_shape = image_shape
         self.received = Received()
+        self.published = {cam: {} for cam in camera_topics} if keep_published else None  # cam -> {stamp ns: rgb}
         self._lock = threading.Lock()
         self._rng = np.random.default_rng(0)
         self._noise = {}  # (camera, height, width) -> the background of its frames
@@ -92,9 +96,9 @@ class SyntheticRobot:
         sub(TransitionEvent, f"{commander}/transition_event",
             lambda m: self._record("transitions", (m.start_state.label, m.goal_state.label)), 10)
         sub(Image, f"{commander}/predicted_frames", lambda m: self._record("predicted_frames", m), 2)
-        self._change_state = self.node.create_client(ChangeState, f"{commander}/change_state")
-        self._get_state = self.node.create_client(GetState, f"{commander}/get_state")
+        self.lifecycle = LifecycleClient(self.node, commander)
         self._camera_timer = self.node.create_timer(1.0 / camera_rate_hz, self._publish_frames)
+        self._pose_timer = self.node.create_timer(1.0 / pose_rate_hz, self._publish_pose) if pose_rate_hz else None
         self._executor = SingleThreadedExecutor()
         self._executor.add_node(self.node)
         self._thread = threading.Thread(target=spin, args=(self._executor,), daemon=True)
@@ -104,17 +108,21 @@ class SyntheticRobot:
     def _publish_frames(self) -> None:
         now = self.node.get_clock().now()
         t = now.nanoseconds * 1e-9
-        h, w = self.image_shape
         # a moving bright square on noise: frames differ over time and between cameras
         for i, (cam, stream) in enumerate(self.cameras.items()):
             if not stream.enabled:
                 continue
+            h, w = stream.shape or self.image_shape
             if (cam, h, w) not in self._noise:  # drawn once: 640x480 noise at 90 frames/s would load a core
                 self._noise[(cam, h, w)] = self._rng.integers(0, 60, (h, w, 3), dtype=np.uint8)
             rgb = self._noise[(cam, h, w)].copy()
             x = int((t * 20 + 10 * i) % (w - 8))
             rgb[h // 3:h // 3 + 8, x:x + 8] = (220, 200 - 40 * i, 40 * i)
-            stamp = rclpy.time.Time(nanoseconds=int((t + stream.stamp_offset_s) * 1e9)).to_msg()
+            stamp_ns = now.nanoseconds + int(stream.stamp_offset_s * 1e9)
+            stamp = rclpy.time.Time(nanoseconds=stamp_ns).to_msg()
+            if self.published is not None:
+                with self._lock:
+                    self.published[cam][stamp_ns] = rgb
             if stream.topic.endswith("/compressed"):
                 data = bytearray(encode_compressed(rgb, "jpeg"))
                 middle = len(data) // 2
@@ -126,7 +134,12 @@ class SyntheticRobot:
             msg.header.stamp, msg.header.frame_id = stamp, f"{cam}_optical_frame"
             self._image_pubs[cam].publish(msg)
             stream.published += 1
+        if self._pose_timer is None:
+            self._publish_pose(now)
+
+    def _publish_pose(self, now=None) -> None:
         if self.publish_pose:
+            now = now or self.node.get_clock().now()
             pose = PoseStamped()
             pose_stamp = rclpy.time.Time(nanoseconds=now.nanoseconds + int(self.pose_stamp_offset_s * 1e9))
             pose.header.stamp, pose.header.frame_id = pose_stamp.to_msg(), self.pose_frame
@@ -146,13 +159,23 @@ class SyntheticRobot:
                 self.quat_xyzw = np.array([o.x, o.y, o.z, o.w])
 
     def _record(self, kind: str, item) -> None:
+        clock_ns = self.node.get_clock().now().nanoseconds
         with self._lock:
-            getattr(self.received, kind).append((time.monotonic(), item))
+            getattr(self.received, kind).append((time.monotonic(), clock_ns, item))
 
     def snapshot(self, kind: str) -> list:
-        """[(arrival time, message)] received so far of one kind (deltas, targets, status, ...)."""
+        """[(arrival time.monotonic(), message)] received so far of one kind (deltas, targets, status, ...)."""
         with self._lock:
-            return list(getattr(self.received, kind))
+            return [(at, item) for at, _, item in getattr(self.received, kind)]
+
+    def deltas(self) -> list[tuple[int, np.ndarray]]:
+        """[(header stamp ns, [dx, dy, dz, rx, ry, rz])] of every ~/delta_ee received."""
+        return [(stamp_ns(m.header), twist6(m)) for _, m in self.snapshot("deltas")]
+
+    def grippers(self) -> list[tuple[int, float]]:
+        """[(arrival on the node's clock in ns, command)]: std_msgs/Float32 carries no stamp."""
+        with self._lock:
+            return [(clock_ns, m.data) for _, clock_ns, m in self.received.gripper]
 
     def latest_status(self) -> dict | None:
         status = self.snapshot("status")
@@ -169,30 +192,20 @@ class SyntheticRobot:
     # ------------------------------------------------------------------ lifecycle
     def change_state(self, transition: str, timeout_s: float = 120.0) -> bool:
         """Request a transition through the node's change_state service; True on success."""
-        if not self._change_state.wait_for_service(timeout_sec=10.0):
-            raise TimeoutError(f"{self._change_state.srv_name} is not available")
-        request = ChangeState.Request()
-        request.transition.id = TRANSITIONS[transition]
-        return bool(self._call(self._change_state, request, timeout_s).success)
+        return self.lifecycle.change(transition, timeout_s)
 
     def get_state(self) -> str:
-        if not self._get_state.wait_for_service(timeout_sec=10.0):
-            raise TimeoutError(f"{self._get_state.srv_name} is not available")
-        return self._call(self._get_state, GetState.Request(), 10.0).current_state.label
-
-    @staticmethod
-    def _call(client, request, timeout_s: float):
-        done = threading.Event()
-        future = client.call_async(request)
-        future.add_done_callback(lambda _f: done.set())
-        if not done.wait(timeout_s):
-            raise TimeoutError(f"{client.srv_name} did not answer within {timeout_s} s")
-        return future.result()
+        return self.lifecycle.state()
 
     def close(self) -> None:
         self._executor.shutdown()
         self._thread.join(5.0)
         self.node.destroy_node()
+
+
+def twist6(msg: TwistStamped) -> np.ndarray:
+    t, r = msg.twist.linear, msg.twist.angular
+    return np.array([t.x, t.y, t.z, r.x, r.y, r.z])
 
 
 def raw_image(rgb: np.ndarray, encoding: str, pad_bytes: int = 0) -> Image:

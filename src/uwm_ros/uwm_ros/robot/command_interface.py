@@ -1,4 +1,4 @@
-"""The robot command output shared by the policy node (uwm_ros) and the teleop node.
+"""The robot command output shared by the policy node, the teleop node and the sim's expert.
 
 Both nodes turn one action per control step into exactly the same ROS messages, so a recorded
 teleop demonstration, a policy rollout and the simulator all speak one interface. The action
@@ -8,7 +8,7 @@ absolute 0 (open) .. 1 (closed).
 
 Usage (any rclpy Node or LifecycleNode)::
 
-    from uwm_teleop.command_interface import CommandInterface, declare_command_parameters
+    from uwm_ros.robot import CommandInterface, declare_command_parameters
     declare_command_parameters(node)                 # in __init__: every parameter below
     out = CommandInterface(node)                     # reads them; creates pubs/subs (ValueError on bad values)
                                                      # (optional callback_group= for the pose subscription)
@@ -45,10 +45,9 @@ All methods may be called from any thread; the pose subscription runs in the nod
 """
 from __future__ import annotations
 
-import math
 import threading
 from collections import deque
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped, TwistStamped
@@ -56,113 +55,17 @@ from rclpy.qos import qos_profile_sensor_data
 from rclpy.time import Time
 from std_msgs.msg import Float32
 
-from uwm_core.spatial import ACTION_DIM, apply_delta, clamp_delta
+from uwm_core.data.alignment import states_at
+from uwm_core.spatial import ACTION_DIM
 
-from uwm_teleop.alignment import states_at
-from uwm_teleop.parameters import declare_parameters, parameter_value
+from .command_math import FAR_BEYOND_CLAMP, exceeds_clamp, measured_pose_problem, step_pose, target_divergence
+from .command_settings import CommandSettings, settings_from_node
+from .franka_gripper import FrankaGripper
+from .messages import pose_msg, twist_msg
 
-COMMAND_MODES = ("pose_target", "delta")
-GRIPPER_MODES = ("topic", "franka_action", "none")
 GRIPPER_CLOSED_THRESHOLD = 0.5
-FAR_BEYOND_CLAMP = 10.0  # an action this many times the per-step clamp is a unit or model error: warn
 CONFLICT_CHECK_PERIOD_S = 1.0
-QUAT_NORM_TOLERANCE = 0.01  # a measured orientation's quaternion norm must be within 1 % of 1
 POSE_HISTORY = 256  # measured poses and gripper commands kept for state_at (seconds at robot rates)
-
-
-@dataclass
-class CommandSettings:
-    """The command parameters, with their defaults (the robot's franka_ros2 + CRISP topics)."""
-
-    command_mode: str = "pose_target"
-    ee_pose_topic: str = "/franka_robot_state_broadcaster/current_pose"
-    max_pose_age_s: float = 0.5
-    max_future_stamp_s: float = 0.1
-    target_pose_topic: str = "/cartesian_impedance_controller/target_pose"
-    base_frame: str = "fr3_link0"
-    gripper_mode: str = "topic"
-    gripper_topic: str = "/gripper/command"
-    gripper_action_ns: str = "/franka_gripper"
-    gripper_open_width: float = 0.08
-    gripper_speed: float = 0.1
-    gripper_force: float = 20.0
-    max_translation_per_step: float = 0.02
-    max_rotation_per_step: float = 0.1
-    max_target_error_m: float = 0.1
-    max_target_error_rad: float = 0.5
-    workspace_min: tuple = (0.25, -0.45, 0.02)
-    workspace_max: tuple = (0.80, 0.45, 0.70)
-
-    def validate(self) -> "CommandSettings":
-        """Raise ValueError naming the parameter and its bad value."""
-        if self.command_mode not in COMMAND_MODES:
-            raise ValueError(f"parameter command_mode={self.command_mode!r} is not one of {list(COMMAND_MODES)}")
-        if self.gripper_mode not in GRIPPER_MODES:
-            raise ValueError(f"parameter gripper_mode={self.gripper_mode!r} is not one of {list(GRIPPER_MODES)}")
-        if self.gripper_mode == "franka_action" and not franka_msgs_available():
-            raise ValueError("parameter gripper_mode='franka_action' needs the franka_msgs package, which is not "
-                             "installed here (use gripper_mode 'topic' or 'none', or run on the robot image)")
-        for name in ("max_pose_age_s", "max_future_stamp_s", "max_translation_per_step", "max_rotation_per_step",
-                     "max_target_error_m", "max_target_error_rad",
-                     "gripper_open_width", "gripper_speed", "gripper_force"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"parameter {name}={value} must be a positive number")
-        for name in ("workspace_min", "workspace_max"):
-            value = getattr(self, name)
-            if len(value) != 3 or not all(math.isfinite(v) for v in value):
-                raise ValueError(f"parameter {name}={list(value)} must be three finite numbers [x, y, z] in metres")
-        if any(lo >= hi for lo, hi in zip(self.workspace_min, self.workspace_max)):
-            raise ValueError(f"parameters workspace_min={list(self.workspace_min)} and "
-                             f"workspace_max={list(self.workspace_max)}: every min must be below its max")
-        if not self.base_frame:
-            raise ValueError("parameter base_frame is empty")
-        return self
-
-
-PARAMETER_DESCRIPTIONS = {
-    "command_mode": "pose_target: integrate deltas onto the last commanded target and publish it on "
-                    "target_pose_topic; delta: publish ~/delta_ee only",
-    "ee_pose_topic": "measured end-effector pose (geometry_msgs/PoseStamped in base_frame, best-effort QoS)",
-    "max_pose_age_s": "hold when the newest measured pose is older than this (s)",
-    "max_future_stamp_s": "poses (and, in the policy node, camera frames) stamped further than this in the future "
-                          "are refused: their clock is not synchronised with this node's (s)",
-    "target_pose_topic": "target pose for the Cartesian impedance controller (geometry_msgs/PoseStamped)",
-    "base_frame": "robot base frame: poses in another frame are refused, commands are stamped in it",
-    "gripper_mode": "topic: std_msgs/Float32 0 (open)..1 (closed) on gripper_topic every step; "
-                    "franka_action: franka_msgs Grasp/Move goals on state change; none: no gripper command",
-    "gripper_topic": "gripper command topic for gripper_mode topic (std_msgs/Float32, 0 open .. 1 closed)",
-    "gripper_action_ns": "namespace of the franka_gripper Grasp/Move action servers (gripper_mode franka_action)",
-    "gripper_open_width": "opening width sent with the Move goal (m)",
-    "gripper_speed": "finger speed of Grasp/Move goals (m/s)",
-    "gripper_force": "grasp force of Grasp goals (N)",
-    "max_translation_per_step": "largest translation per control step (m); longer steps are scaled down",
-    "max_rotation_per_step": "largest rotation per control step (rad); larger ones are scaled down",
-    "max_target_error_m": "pose_target mode: when the commanded target is further than this from the measured pose "
-                          "(m) the robot is not following it: hold, and seed the next target from the measured pose",
-    "max_target_error_rad": "the same for the orientation (rad)",
-    "workspace_min": "lower corner [x, y, z] of the allowed end-effector box in base_frame (m)",
-    "workspace_max": "upper corner [x, y, z] of the allowed end-effector box in base_frame (m)",
-}
-
-
-def declare_command_parameters(node) -> None:
-    """Declare every command parameter on ``node`` with its default and description."""
-    declare_parameters(node, {f.name: (f.default, PARAMETER_DESCRIPTIONS[f.name]) for f in fields(CommandSettings)})
-
-
-def settings_from_node(node) -> CommandSettings:
-    """Read the declared command parameters of ``node``; ValueError names a bad one."""
-    values = {f.name: parameter_value(node, f.name, f.default) for f in fields(CommandSettings)}
-    return CommandSettings(**{name: tuple(v) if isinstance(v, list) else v for name, v in values.items()}).validate()
-
-
-def franka_msgs_available() -> bool:
-    try:
-        import franka_msgs.action  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 @dataclass
@@ -215,19 +118,9 @@ class CommandInterface:
         p, q = msg.pose.position, msg.pose.orientation
         position = np.array([p.x, p.y, p.z])
         quat = np.array([q.x, q.y, q.z, q.w])
-        norm = np.linalg.norm(quat)
         stamp = Time.from_msg(msg.header.stamp)
         ahead_s = (stamp - self.node.get_clock().now()).nanoseconds * 1e-9
-        problem = None
-        if msg.header.frame_id != s.base_frame:
-            problem = f"is in frame {msg.header.frame_id!r}, expected base_frame {s.base_frame!r}"
-        elif not (np.isfinite(position).all() and np.isfinite(quat).all()):
-            problem = "is not finite"
-        elif abs(norm - 1.0) > QUAT_NORM_TOLERANCE:
-            problem = f"has a quaternion of norm {norm:.3g}, not a unit one (tolerance {QUAT_NORM_TOLERANCE})"
-        elif ahead_s > s.max_future_stamp_s:
-            problem = (f"is stamped {ahead_s:.2f} s in the future (max_future_stamp_s={s.max_future_stamp_s}): its "
-                       f"clock is not synchronised with this node's")
+        problem = measured_pose_problem(msg.header.frame_id, position, quat, ahead_s, s)
         if problem is not None:
             problem = f"measured pose on {s.ee_pose_topic} {problem}: refused"
             with self._lock:
@@ -235,7 +128,7 @@ class CommandInterface:
             self.node.get_logger().error(problem, throttle_duration_sec=2.0)
             return
         with self._lock:
-            self._pose = MeasuredPose(position, quat / norm, stamp)
+            self._pose = MeasuredPose(position, quat / np.linalg.norm(quat), stamp)
             self._pose_problem = None
             self._poses.append(self._pose)
 
@@ -333,25 +226,22 @@ class CommandInterface:
             self.hold(divergence)
             self.node.get_logger().error(divergence, throttle_duration_sec=2.0)
             return None
-        delta = clamp_delta(action[:6], s.max_translation_per_step, s.max_rotation_per_step)
-        self._count_clamping(action[:6], delta)
         gripper = float(np.clip(action[6], 0.0, 1.0))
         with self._lock:
             if s.command_mode == "pose_target" and self._target is not None:
                 start_position, start_quat = self._target
             else:  # delta mode, or the first pose_target step: from the measured pose
                 start_position, start_quat = pose.position, pose.quat_xyzw
-            position, quat = apply_delta(start_position, start_quat, delta)
-            position = self._inside_workspace(start_position, position)
-            delta[:3] = position - start_position
+            delta, position, quat = step_pose(start_position, start_quat, action[:6], s)
+            self._count_clamping(action[:6], delta)
             if s.command_mode == "pose_target":
                 self._target = (position, quat)
             self._holding = False
             self.hold_reason = None
         stamp = (self.node.get_clock().now() if stamp_ns is None else Time(nanoseconds=stamp_ns)).to_msg()
-        self._delta_pub.publish(_twist(delta, s.base_frame, stamp))
+        self._delta_pub.publish(twist_msg(delta, s.base_frame, stamp))
         if self._target_pub is not None:
-            self._target_pub.publish(_pose(position, quat, s.base_frame, stamp))
+            self._target_pub.publish(pose_msg(position, quat, s.base_frame, stamp))
         self._command_gripper(gripper)
         with self._lock:
             self._grippers.append((Time.from_msg(stamp).nanoseconds, gripper))
@@ -359,30 +249,19 @@ class CommandInterface:
         return SentCommand(delta, gripper, position if targeted else None, quat if targeted else None)
 
     def _target_divergence(self, pose: MeasuredPose) -> str | None:
-        """Why the commanded target and the measured pose are too far apart to go on, or None."""
-        s = self.settings
         target = self.target
-        if s.command_mode != "pose_target" or target is None:
+        if self.settings.command_mode != "pose_target" or target is None:
             return None
-        error_m = float(np.linalg.norm(target[0] - pose.position))
-        error_rad = float(2 * np.arccos(np.clip(abs(np.dot(target[1], pose.quat_xyzw)), 0.0, 1.0)))
-        if error_m <= s.max_target_error_m and error_rad <= s.max_target_error_rad:
-            return None
-        return (f"the commanded target is {error_m:.3f} m and {error_rad:.2f} rad from the measured pose on "
-                f"{s.ee_pose_topic} (max_target_error_m={s.max_target_error_m}, max_target_error_rad="
-                f"{s.max_target_error_rad}): the robot is not following; holding, the next target starts from the "
-                f"measured pose")
+        return target_divergence(target, pose.position, pose.quat_xyzw, self.settings)
 
     def _count_clamping(self, requested: np.ndarray, applied: np.ndarray) -> None:
         s = self.settings
-        translation, rotation = np.linalg.norm(requested[:3]), np.linalg.norm(requested[3:])
-        if translation > s.max_translation_per_step or rotation > s.max_rotation_per_step:
+        if exceeds_clamp(requested, s):
             self.steps_clamped += 1
-        if translation > FAR_BEYOND_CLAMP * s.max_translation_per_step or \
-                rotation > FAR_BEYOND_CLAMP * s.max_rotation_per_step:
+        if exceeds_clamp(requested, s, FAR_BEYOND_CLAMP):
             self.node.get_logger().warning(
-                f"action of {translation:.3g} m and {rotation:.3g} rad per step clamped to "
-                f"{np.linalg.norm(applied[:3]):.3g} m and {np.linalg.norm(applied[3:]):.3g} rad "
+                f"action of {np.linalg.norm(requested[:3]):.3g} m and {np.linalg.norm(requested[3:]):.3g} rad per "
+                f"step clamped to {np.linalg.norm(applied[:3]):.3g} m and {np.linalg.norm(applied[3:]):.3g} rad "
                 f"(max_translation_per_step={s.max_translation_per_step}, max_rotation_per_step="
                 f"{s.max_rotation_per_step}): more than {FAR_BEYOND_CLAMP:g}x the clamp, check the checkpoint's "
                 f"action units", throttle_duration_sec=5.0)
@@ -399,16 +278,10 @@ class CommandInterface:
             self._holding = True
             target = self._target
         stamp = self.node.get_clock().now().to_msg()
-        self._delta_pub.publish(_twist(np.zeros(6), self.settings.base_frame, stamp))
+        self._delta_pub.publish(twist_msg(np.zeros(6), self.settings.base_frame, stamp))
         if self._target_pub is not None and target is not None:
-            self._target_pub.publish(_pose(*target, self.settings.base_frame, stamp))
+            self._target_pub.publish(pose_msg(*target, self.settings.base_frame, stamp))
         return True
-
-    def _inside_workspace(self, start: np.ndarray, end: np.ndarray) -> np.ndarray:
-        """Clip to the box; an axis already outside may only move back towards it (no jumps)."""
-        low = np.minimum(np.asarray(self.settings.workspace_min), start)
-        high = np.maximum(np.asarray(self.settings.workspace_max), start)
-        return np.clip(end, low, high)
 
     def _command_gripper(self, value: float) -> None:
         if self._gripper_pub is not None:
@@ -438,87 +311,3 @@ class CommandInterface:
         self.node.destroy_subscription(self._pose_sub)
         if self._franka_gripper is not None:
             self._franka_gripper.destroy()
-
-
-class FrankaGripper:
-    """franka_gripper actions: Grasp when closing, Move to the open width when opening.
-
-    A goal is sent only when the binary state changes; a goal still in flight is cancelled first,
-    so the newest command always wins.
-    """
-
-    def __init__(self, node, settings: CommandSettings):
-        from franka_msgs.action import Grasp, Move  # import-guarded by CommandSettings.validate
-        from rclpy.action import ActionClient
-
-        self.node, self.settings = node, settings
-        self._grasp_type, self._move_type = Grasp, Move
-        ns = settings.gripper_action_ns.rstrip("/")
-        self._grasp_name, self._move_name = f"{ns}/grasp", f"{ns}/move"
-        self._grasp = ActionClient(node, Grasp, self._grasp_name)
-        self._move = ActionClient(node, Move, self._move_name)
-        self._closed: bool | None = None
-        self._goal_handle = None  # the accepted goal still running
-        self._latest = 0  # id of the newest goal sent; older ones are cancelled when they are accepted
-        self._lock = threading.Lock()
-
-    def command(self, closed: bool) -> None:
-        if closed == self._closed:
-            return
-        client, name = (self._grasp, self._grasp_name) if closed else (self._move, self._move_name)
-        if not client.server_is_ready():
-            self.node.get_logger().error(f"gripper action server {name} is not available",
-                                         throttle_duration_sec=5.0)
-            return  # retried on the next step: the state is not recorded as sent
-        self._closed = closed
-        s = self.settings
-        if closed:
-            goal = self._grasp_type.Goal(width=0.0, speed=s.gripper_speed, force=s.gripper_force)
-            goal.epsilon.inner, goal.epsilon.outer = 0.005, s.gripper_open_width
-        else:
-            goal = self._move_type.Goal(width=s.gripper_open_width, speed=s.gripper_speed)
-        with self._lock:
-            self._latest += 1
-            goal_id = self._latest
-            if self._goal_handle is not None:
-                self._goal_handle.cancel_goal_async()
-                self._goal_handle = None
-        client.send_goal_async(goal).add_done_callback(lambda future: self._on_goal_response(future, goal_id))
-
-    def _on_goal_response(self, future, goal_id: int) -> None:
-        handle = future.result()
-        if handle is None or not handle.accepted:
-            self.node.get_logger().error("gripper goal rejected by the franka_gripper action server")
-            return
-        with self._lock:
-            if goal_id != self._latest:  # a newer command was sent meanwhile: this one is obsolete
-                handle.cancel_goal_async()
-                return
-            self._goal_handle = handle
-        handle.get_result_async().add_done_callback(lambda _f: self._on_done(handle))
-
-    def _on_done(self, handle) -> None:
-        with self._lock:
-            if self._goal_handle is handle:
-                self._goal_handle = None
-
-    def destroy(self) -> None:
-        self._grasp.destroy()
-        self._move.destroy()
-
-
-def _twist(delta6: np.ndarray, frame: str, stamp) -> TwistStamped:
-    msg = TwistStamped()
-    msg.header.frame_id, msg.header.stamp = frame, stamp
-    msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z = (float(v) for v in delta6[:3])
-    msg.twist.angular.x, msg.twist.angular.y, msg.twist.angular.z = (float(v) for v in delta6[3:6])
-    return msg
-
-
-def _pose(position: np.ndarray, quat_xyzw: np.ndarray, frame: str, stamp) -> PoseStamped:
-    msg = PoseStamped()
-    msg.header.frame_id, msg.header.stamp = frame, stamp
-    msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(v) for v in position)
-    (msg.pose.orientation.x, msg.pose.orientation.y,
-     msg.pose.orientation.z, msg.pose.orientation.w) = (float(v) for v in quat_xyzw)
-    return msg

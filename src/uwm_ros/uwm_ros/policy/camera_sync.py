@@ -17,7 +17,22 @@ import re
 import threading
 from dataclasses import dataclass
 
+from uwm_core.image_codec import raw_image_problem
+
 MAX_FRAMES_PER_CAMERA = 120
+
+
+def image_problem(msg) -> str | None:
+    """A cheap check of a camera message before it is buffered (full decoding happens at inference)."""
+    if hasattr(msg, "encoding"):
+        problem = raw_image_problem(msg.encoding, msg.height, msg.width, msg.step, len(msg.data))
+        if problem:
+            return problem
+    elif len(msg.data) == 0:
+        return f"empty compressed image (format {msg.format!r})"
+    if msg.header.stamp.sec == 0 and msg.header.stamp.nanosec == 0:
+        return "header stamp is zero: frames cannot be synchronised"
+    return None
 
 
 def camera_topic_mismatch(cameras: list[str], topics: list[str]) -> str | None:
@@ -95,17 +110,6 @@ class CameraBuffers:
         """Mark a camera unusable (e.g. a bad encoding) until its next good frame."""
         with self._lock:
             self._problems[camera] = problem
-
-    def clear(self) -> None:
-        with self._lock:
-            for c in self.cameras:
-                self._stamps[c].clear()
-                self._items[c].clear()
-            self._problems.clear()
-
-    def newest_stamps(self) -> dict[str, float | None]:
-        with self._lock:
-            return {c: (s[-1] if s else None) for c, s in self._stamps.items()}
 
     def health(self, now_s: float, max_age_s: float, topics: dict[str, str]) -> str | None:
         """Why the cameras cannot be trusted right now (bad frames, none yet, stale, stamped more
