@@ -14,8 +14,8 @@ Resume exactly after Ctrl-C, SIGTERM (preemption) or a crash (from the latest ch
     uwm-train resume=runs/<run> [num_steps=...]
 
 Any TrainConfig field (uwm_core/training/config.py: every setting and its default) can be
-overridden as key=value (lists as datasets=[a,b], model settings as model.depth=8). ``batch_size`` is per process: the effective batch is batch_size x grad_accum x
-processes. The run directory ``<out_dir>/<run_name>/`` holds:
+overridden as key=value (lists as datasets=[a,b], model settings as model.depth=8).
+``batch_size`` is per process: the effective batch is batch_size x grad_accum x processes. The run directory ``<out_dir>/<run_name>/`` holds:
 
     config.yaml              the resolved training and model configuration
     checkpoint/              the latest checkpoint (EMA weights, what WorldModel.from_checkpoint
