@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inverse_dynamics_tracking import open_loop_errors, record_reference, summary, track  # bench/
+from inverse_dynamics_tracking import future_frames, open_loop_errors, record_reference, summary, track  # bench/
 from inprocess_rollouts import MAX_ROTATION, MAX_TRANSLATION
 from uwm_core import WorldModel
 from uwm_core.data import DatasetWriter
@@ -113,14 +113,9 @@ def first_chunk_direction(wm: WorldModel, references: list[dict]) -> dict:
         images = {cam: np.stack([frames[0][cam]] * wm.obs_horizon) for cam in wm.cameras}
         state = np.repeat(reference["states"][:1], wm.obs_horizon, axis=0) if wm.state_dim else None
 
-        def goal_of(ref):
-            last = len(ref["frames"]) - 1
-            return {cam: np.stack([ref["frames"][min(wm.action_horizon + j, last)][cam] for j in range(wm.obs_horizon)])
-                    for cam in wm.cameras}
-
         other = opposite[reference["side"]][k % len(opposite[reference["side"]])]
-        chunks = {"inverse_dynamics": wm.infer_actions(images, goal_of(reference), seed=seed, state=state),
-                  "inverse_dynamics_other_way": wm.infer_actions(images, goal_of(other), seed=seed, state=state),
+        chunks = {"inverse_dynamics": wm.infer_actions(images, future_frames(wm, reference, 0), seed=seed, state=state),
+                  "inverse_dynamics_other_way": wm.infer_actions(images, future_frames(wm, other, 0), seed=seed, state=state),
                   "policy": wm.predict_actions(images, seed=seed, state=state)}
         for mode, chunk in chunks.items():
             right[mode] += int(np.sign(chunk[:wm.execute_steps, 1].sum()) == reference["side"])

@@ -61,6 +61,14 @@ def record_reference(sim: SimFranka, seed: int, max_steps: int, expert: Scripted
     return None
 
 
+def future_frames(wm: WorldModel, reference: dict, t: int) -> dict:
+    """The reference's frames that follow a chunk starting at step t (``action_horizon`` and
+    ``action_horizon + 1`` steps ahead, as training samples' next frames), clamped to its end."""
+    last = len(reference["frames"]) - 1
+    ahead = [min(t + wm.action_horizon + k, last) for k in range(wm.obs_horizon)]
+    return {cam: np.stack([reference["frames"][i][cam] for i in ahead]) for cam in wm.cameras}
+
+
 def open_loop_errors(wm: WorldModel, reference: dict, other: dict) -> dict:
     """Along the reference itself (its own frames and states), the error of the first ``execute_steps``
     actions of each chunk against the expert's: translation in mm per action, gripper agreement.
@@ -69,17 +77,12 @@ def open_loop_errors(wm: WorldModel, reference: dict, other: dict) -> dict:
     frames, length, seed = reference["frames"], len(reference["actions"]), reference["seed"]
     errors = {"inverse_dynamics": ([], []), "inverse_dynamics_other_goal": ([], []), "policy": ([], [])}
 
-    def goal_of(ref: dict, t: int) -> dict:
-        last = len(ref["frames"]) - 1
-        ahead = [min(t + wm.action_horizon + k, last) for k in range(wm.obs_horizon)]
-        return {cam: np.stack([ref["frames"][i][cam] for i in ahead]) for cam in wm.cameras}
-
     for t in range(0, length, wm.execute_steps):
         now = [max(t - wm.obs_horizon + 1 + k, 0) for k in range(wm.obs_horizon)]
         images = {cam: np.stack([frames[i][cam] for i in now]) for cam in wm.cameras}
         state = reference["states"][now] if wm.state_dim else None
-        chunks = {"inverse_dynamics": wm.infer_actions(images, goal_of(reference, t), seed=seed * 1000 + t, state=state),
-                  "inverse_dynamics_other_goal": wm.infer_actions(images, goal_of(other, t), seed=seed * 1000 + t,
+        chunks = {"inverse_dynamics": wm.infer_actions(images, future_frames(wm, reference, t), seed=seed * 1000 + t, state=state),
+                  "inverse_dynamics_other_goal": wm.infer_actions(images, future_frames(wm, other, t), seed=seed * 1000 + t,
                                                                   state=state),
                   "policy": wm.predict_actions(images, seed=seed * 1000 + t, state=state)}
         expert = reference["actions"][t:t + wm.execute_steps]
@@ -91,12 +94,10 @@ def open_loop_errors(wm: WorldModel, reference: dict, other: dict) -> dict:
 
 def track(wm: WorldModel, sim: SimFranka, reference: dict, mode: str, execute_steps: int, max_steps: int) -> dict:
     """Drive the sim from the reference's initial state with ``mode`` ('inverse_dynamics' or 'policy')."""
-    seed, ref_frames, length = reference["seed"], reference["frames"], len(reference["frames"]) - 1
+    seed, length = reference["seed"], len(reference["frames"]) - 1
 
     def towards_the_reference(images, state, step):
-        ahead = [min(step + wm.action_horizon + k, length) for k in range(wm.obs_horizon)]
-        goal = {cam: np.stack([ref_frames[i][cam] for i in ahead]) for cam in wm.cameras}
-        return wm.infer_actions(images, goal, seed=seed * 1000 + step, state=state)
+        return wm.infer_actions(images, future_frames(wm, reference, step), seed=seed * 1000 + step, state=state)
 
     success, steps, positions = rollout(wm, sim, seed, execute_steps, max_steps,
                                         towards_the_reference if mode == "inverse_dynamics" else None)
