@@ -14,7 +14,8 @@ held-out detour references:
 * the open-loop and closed-loop tracking of bench/inverse_dynamics_tracking.py.
 
     MUJOCO_GL=osmesa python bench/detour_inverse_dynamics.py [--work /tmp/uwm-detour] [--demos 50]
-        [--steps 4000] [--references 50] [--train-override model.image_loss_weight=30] [--out FILE]
+        [--steps 4000] [--references 50] [--train-override model.image_loss_weight=30] [--start-copies 9]
+        [--no-tracking] [--out FILE]
 
 Each stage is skipped when its output exists in --work (delete it to redo).
 """
@@ -40,6 +41,7 @@ from uwm_ros.sim.franka_env import SimFranka
 
 DETOUR_M = 0.10
 REACHED_M = 0.01
+START_STEPS = 20  # --start-copies: the detour (5 steps) and the turn towards the cube, as short episodes
 
 
 class DetourExpert(ScriptedExpert):
@@ -80,17 +82,24 @@ def detour_references(sim: SimFranka, first_seed: int, count: int, max_steps: in
     return references
 
 
-def record_dataset(path: Path, sim: SimFranka, demos: int) -> None:
+def record_dataset(path: Path, sim: SimFranka, demos: int, start_copies: int = 0) -> None:
+    """``demos`` detour demos; with ``start_copies``, each demo's first START_STEPS steps also as that
+    many more short episodes, so that windows where only the future tells the side are frequent."""
     references = detour_references(sim, 0, demos)
     cameras = list(references[0]["frames"][0])
     with DatasetWriter(path, cameras=cameras, fps=10, action_dim=7, state_dim=10) as writer:
         for reference in references:
             steps = len(reference["actions"])  # frames and states before each step
-            writer.add_episode(frames={cam: np.stack([f[cam] for f in reference["frames"][:steps]]) for cam in cameras},
-                               actions=reference["actions"].astype(np.float32), task="lift",
-                               state=reference["states"][:steps].astype(np.float32),
-                               metadata={"source": f"detour expert, seed {reference['seed']}, side {reference['side']}"})
-    print(f"recorded {demos} detour demos into {path} (sides: {sum(r['side'] > 0 for r in references)} left)")
+            for copy in range(1 + start_copies):
+                end = steps if copy == 0 else min(START_STEPS, steps)
+                writer.add_episode(
+                    frames={cam: np.stack([f[cam] for f in reference["frames"][:end]]) for cam in cameras},
+                    actions=reference["actions"][:end].astype(np.float32), task="lift",
+                    state=reference["states"][:end].astype(np.float32),
+                    metadata={"source": f"detour expert, seed {reference['seed']}, side {reference['side']}"
+                                        + (f", start copy {copy}" if copy else "")})
+    print(f"recorded {demos} detour demos into {path} (sides: {sum(r['side'] > 0 for r in references)} left)"
+          + (f", each start also as {start_copies} short episodes" if start_copies else ""))
 
 
 def train(dataset: Path, work: Path, steps: int, overrides: list[str]) -> Path:
@@ -131,6 +140,9 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=7000)
     parser.add_argument("--train-override", nargs="*", default=[], metavar="KEY=VALUE",
                         help="more uwm-train overrides, e.g. model.image_loss_weight=30")
+    parser.add_argument("--start-copies", type=int, default=0, help=f"also train on each demo's first {START_STEPS} "
+                        "steps as this many more episodes (decision-point windows sampled more often)")
+    parser.add_argument("--no-tracking", action="store_true", help="first chunk and open loop only (no closed loop)")
     parser.add_argument("--out", help="JSON results file")
     args = parser.parse_args()
     started = time.monotonic()
@@ -139,7 +151,7 @@ def main() -> None:
     sim = SimFranka("lift", width=96, height=96)
     try:
         if not (work / "dataset").exists():
-            record_dataset(work / "dataset", sim, args.demos)
+            record_dataset(work / "dataset", sim, args.demos, args.start_copies)
         checkpoint = work / "train" / "checkpoint"
         if not checkpoint.exists():
             train(work / "dataset", work, args.steps, args.train_override)
@@ -153,7 +165,7 @@ def main() -> None:
                                        "gripper_agreement": round(float(np.mean([e[mode][1] for e in open_loop])), 3)}
                                 for mode in open_loop[0]}
         print(f"open loop along the references: {json.dumps(results['open_loop'])}", flush=True)
-        for mode in ("inverse_dynamics", "policy"):
+        for mode in () if args.no_tracking else ("inverse_dynamics", "policy"):
             runs = [track(wm, sim, r, mode, wm.execute_steps, 100) for r in references]
             results[mode] = {**summary(runs, 100), "runs": runs}
             print(f"{mode}: {json.dumps({k: v for k, v in results[mode].items() if k != 'runs'})}", flush=True)
@@ -163,8 +175,8 @@ def main() -> None:
                             cwd=Path(__file__).parent).stdout.strip()
     if args.out:
         record = {"command": "python bench/detour_inverse_dynamics.py " + " ".join(
-                      f"--{k.replace('_', '-')} {' '.join(v) if isinstance(v, list) else v}"
-                      for k, v in vars(args).items() if v is not None and v != []),
+                      f"--{k.replace('_', '-')}" + ("" if v is True else f" {' '.join(v) if isinstance(v, list) else v}")
+                      for k, v in vars(args).items() if v not in (None, [], False)),
                   "commit": commit, "reference_seeds": [r["seed"] for r in references],
                   "reference_sides": [r["side"] for r in references], "wall_s": round(time.monotonic() - started),
                   **results}

@@ -49,6 +49,16 @@ def test_uwm_core_imports_no_ros_module_and_uwm_ros_no_teleop_module():
     assert forbidden_imports(ROOT / "src/uwm_ros/uwm_ros", ("uwm_teleop",)) == {}
 
 
+@pytest.mark.parametrize("package", ["uwm_core", "uwm_ros", "uwm_teleop"])
+def test_every_module_imports(package):
+    """Import errors and cycles show here; the check above only reads the source."""
+    code = (f"import importlib, pkgutil, {package}\n"
+            f"for m in pkgutil.walk_packages({package}.__path__, '{package}.'):\n"
+            "    importlib.import_module(m.name)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+
+
 def test_pip_install_editable_uwm_core_into_a_fresh_venv(tmp_path):
     """A new venv gets uwm_core through `pip install -e src/uwm_core`; the heavy third-party
     dependencies are borrowed from the project venv (a .pth line) instead of downloaded again."""

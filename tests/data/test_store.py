@@ -149,7 +149,7 @@ def test_bad_episodes_are_rejected_and_leave_nothing(tmp_path, random_frames):
 def test_one_writer_at_a_time(tmp_path):
     path = tmp_path / "demos"
     with DatasetWriter(path, cameras=["c"], fps=10, action_dim=2):
-        with pytest.raises(RuntimeError, match="another DatasetWriter"):
+        with pytest.raises(RuntimeError, match="another writer is writing"):
             DatasetWriter(path, cameras=["c"], fps=10, action_dim=2)
     DatasetWriter(path, cameras=["c"], fps=10, action_dim=2).close()  # released
 
@@ -288,10 +288,10 @@ def test_update_and_writer_exclude_each_other(tmp_path):
     path = tmp_path / "demos"
     DatasetWriter(path, cameras=["c"], fps=10, action_dim=2).close()
     with DatasetUpdate(path, cameras=["c"], fps=10, action_dim=2):
-        with pytest.raises(DatasetBusyError, match="another DatasetWriter"):
+        with pytest.raises(DatasetBusyError, match="another writer is writing"):
             DatasetWriter(path, cameras=["c"], fps=10, action_dim=2)
     with DatasetWriter(path, cameras=["c"], fps=10, action_dim=2):
-        with pytest.raises(DatasetBusyError, match="another DatasetWriter"):
+        with pytest.raises(DatasetBusyError, match="another writer is writing"):
             DatasetUpdate(path, cameras=["c"], fps=10, action_dim=2)
 
 

@@ -38,4 +38,7 @@ def test_bad_datasets(tmp_path, capsys, world, tiny_args):
     assert err == f"uwm-train: error: datasets disagree on fps: {world['robot']} has 10, {other_fps} has 15"
     err = run_main(capsys, args([world["robot"]], batch_size=1000))
     assert "batch_size: 1000 x 1 process(es) needs at least 1000 training samples" in err
+    err = run_main(capsys, args([world["robot"]], video_datasets=f"[{world['video']}]", **{"model.variant": "dp"}))
+    assert err == ("uwm-train: error: video_datasets: the dp variant has no image diffusion and cannot learn "
+                   "from action-free video")
     assert not out.exists()  # nothing a later run could mistake for a run

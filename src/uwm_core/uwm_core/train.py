@@ -114,16 +114,12 @@ def setup(cfg: TrainConfig, d: Dist) -> Run:
 def build_model(cfg: TrainConfig, robot: list, video: list, run_dir: Path, d: Dist):
     """(model, action normaliser, training state or None): the run's latest checkpoint (resume),
     init_from's (finetune: its architecture, weights and normaliser) or new from the preset."""
-    arch = read_checkpoint_config(cfg.init_from)[0] if cfg.init_from else load_model_config(cfg.model_preset,
-                                                                                          dict(cfg.model))
-    if video and not arch.variant_spec.image_diffusion:
-        raise ValueError(f"video_datasets: the {arch.variant} variant has no image diffusion and cannot learn from "
-                         "action-free video")
-    if cfg.resume:
+    if cfg.resume:  # a run that started was checked then
         return load_latest(run_dir, d)
     data = robot[0]
     if cfg.init_from:
         ckpt_cfg, _ = read_checkpoint_config(cfg.init_from)
+        check_learns_from_video(ckpt_cfg, video)
         if sorted(ckpt_cfg.cameras) != sorted(data.cameras) or ckpt_cfg.action_dim != data.action_dim:
             raise ValueError(f"init_from: the checkpoint {cfg.init_from} has cameras {ckpt_cfg.cameras} and action_dim "
                              f"{ckpt_cfg.action_dim}, but {data.path} has cameras {data.cameras} and action_dim "
@@ -136,6 +132,7 @@ def build_model(cfg: TrainConfig, robot: list, video: list, run_dir: Path, d: Di
         return model, normalizer, None
     mcfg = load_model_config(cfg.model_preset, {**cfg.model, "cameras": list(data.cameras),
                                                 "action_dim": data.action_dim, "state_dim": data.state_dim})
+    check_learns_from_video(mcfg, video)
     if mcfg.use_state and not mcfg.state_dim:
         raise ValueError(f"model.use_state: {data.path} has no proprioceptive state (convert the bags with "
                          f"uwm-bag2dataset, which records the end-effector pose and gripper), or set "
@@ -145,6 +142,12 @@ def build_model(cfg: TrainConfig, robot: list, video: list, run_dir: Path, d: Di
     if model.state_dim:
         model.set_state_stats(state_normalizer(robot))
     return model, normalizer, None
+
+
+def check_learns_from_video(model_cfg, video: list) -> None:
+    if video and not model_cfg.variant_spec.image_diffusion:
+        raise ValueError(f"video_datasets: the {model_cfg.variant} variant has no image diffusion and cannot learn "
+                         "from action-free video")
 
 
 # ====================================================================== training
@@ -205,7 +208,7 @@ def loop(run: Run, hooks: Sequence[StepHook]) -> None:
                 evaluate_run(run)
             if stopping:
                 d.say(f"stopped at step {run.step}; continue with: uwm-train resume={run.dir}")
-                return
+                break
         if run.step == cfg.num_steps:
             evaluate_run(run)
     finally:

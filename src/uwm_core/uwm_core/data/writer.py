@@ -84,16 +84,15 @@ class DatasetWriter:
         """Write into the store at ``root`` (created if missing): check it holds ``wanted``, lock it
         and clear what an interrupted writer left there."""
         self._root = root
-        if not (root / "zarr.json").exists():
-            _create_store(root, wanted)
+        created_lock = None if (root / "zarr.json").exists() else _create_store(root, wanted)
         existing = read_info(root)
         for key, value in wanted.items():
             if existing[key] != value:
                 raise ValueError(f"{self.path}: cannot append episodes with {key}={_show(value)}: "
                                  f"the dataset has {key}={_show(existing[key])}")
-        self._lock = _lock_exclusively(root / LOCK_FILE)
+        self._lock = created_lock or _lock_exclusively(root / LOCK_FILE)
         if self._lock is None:
-            raise DatasetBusyError(f"{self.path}: another DatasetWriter is writing to this dataset")
+            raise DatasetBusyError(f"{self.path}: another writer is writing to this dataset")
         self._recover()
 
     def _recover(self) -> None:
@@ -296,26 +295,36 @@ def _check_creatable(root: Path) -> None:
                          "choose an empty or new directory")
 
 
-def _create_store(root: Path, info: dict) -> None:
-    """Create the empty store aside and rename it to ``root`` (replacing an empty directory there)."""
+def _create_store(root: Path, info: dict):
+    """Create the empty store aside and rename it to ``root`` (replacing an empty directory there);
+    its writer lock, taken before the store appears under ``root``, so no other process can take it
+    (or remove an abandoned-looking stage) in between. None when another writer created it first."""
     _check_creatable(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = staging_path(root)
+    lock = None
     try:
         group = zarr.open_group(tmp, mode="w", zarr_format=3)
         group.attrs["uwm_dataset"] = {"version": FORMAT_VERSION, **info,
                                       "absolute_action_dims": list(info["absolute_action_dims"])}
         group.create_group(EPISODES_DIR)
         (tmp / INDEX_FILE).touch()
+        lock = _lock_exclusively(tmp / LOCK_FILE)  # nobody else can see tmp yet: always granted
         if root.exists():
             root.rmdir()  # empty (checked above)
         commit_directory(tmp, root)
+        return lock
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if lock is not None:
+            lock.close()
         if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-            raise  # else another writer created it first: append to theirs
+            raise
+        return None  # another writer created it first: append to theirs
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if lock is not None:
+            lock.close()
         raise
 
 
@@ -333,7 +342,7 @@ def _lock_exclusively(path: Path):
 
 def _remove_abandoned_stages(final: Path) -> None:
     """Remove the new datasets that killed updates were building beside ``final``: stages whose
-    writer lock nobody holds (one without a lock file yet is still being created)."""
+    writer lock nobody holds (a stage has its lock file, held, from the moment it has its name)."""
     if not final.parent.is_dir():
         return
     for stage in final.parent.iterdir():

@@ -49,10 +49,8 @@ POLICY_PARAMETERS = {
 }
 
 
-
 class ConfigureError(ValueError):
     """A bad parameter or checkpoint; the message names the value."""
-
 
 
 def check_parameters(p: dict, command: CommandSettings) -> None:
@@ -103,7 +101,6 @@ def resolve_device(name: str) -> str:
     if not (name == "cpu" or name.startswith("cuda") or name == "mps"):
         raise ConfigureError(f"parameter device={name!r} is not one of auto, cpu, cuda, cuda:N")
     return name
-
 
 
 def check_checkpoint(wm, p: dict) -> int:

@@ -68,6 +68,7 @@ GIL_SWITCH_INTERVAL_S = 0.0005
 SIGNAL_CHECK_PERIOD_S = 0.2  # the longest a SIGINT/SIGTERM waits to be seen, in every lifecycle state
 SHUTDOWN_JOIN_S = 300.0  # shutdown waits this long for a running inference (a paper-size chunk on a CPU)
 
+
 class PolicyNode(LifecycleNode):
     def __init__(self, load_world_model=None, **kwargs):
         """``load_world_model(path, device, precision, compile)`` builds the model (default
@@ -163,10 +164,11 @@ class PolicyNode(LifecycleNode):
                                             lambda text: self.get_logger().warning(text, throttle_duration_sec=10.0))
         self._control = ControlLoop(self, wm, self._cmd, buffers, self._worker, self._preview, p, self._topics,
                                     self._execute_steps, warmup_latency_s)
+        on_frame = self._control.on_frame  # bound now: a frame callback may still run after cleanup
         for cam, topic in self._topics.items():
             msg_type = CompressedImage if topic.rstrip("/").endswith(COMPRESSED_SUFFIX) else Image
             self._camera_subs.append(self.create_subscription(
-                msg_type, topic, lambda msg, cam=cam: self._control.on_frame(cam, msg), qos_profile_sensor_data,
+                msg_type, topic, lambda msg, cam=cam: on_frame(cam, msg), qos_profile_sensor_data,
                 callback_group=self._io_group))
         self._status_pub = self.create_publisher(String, "~/status", 10)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)

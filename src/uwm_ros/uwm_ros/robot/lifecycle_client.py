@@ -23,25 +23,29 @@ def poll_until(predicate, timeout_s: float, what: str):
     return value
 
 
+class ServiceFailed(RuntimeError):
+    """A service answered with an exception."""
+
+
 def call_service(client, request, timeout_s: float, wait=poll_until, ready_timeout_s: float = SERVICE_READY_S):
     """Call a service through ``client`` (its node spun by another thread) and return the response."""
     wait(client.service_is_ready, ready_timeout_s, f"service {client.srv_name}")
     future = client.call_async(request)
     wait(future.done, timeout_s, f"the response of {client.srv_name}")
     if future.exception() is not None:
-        raise RuntimeError(f"service {client.srv_name} failed: {future.exception()}")
+        raise ServiceFailed(f"service {client.srv_name} failed: {future.exception()}")
     return future.result()
 
 
 class LifecycleClient:
     """Clients on ``node`` (spun by another thread) for the lifecycle node named ``target``.
 
-    ``wait(predicate, timeout_s, what)`` blocks until ``predicate()`` is truthy; the default polls
-    and raises TimeoutError; orchestration passes one that also watches its processes.
+    ``call(client, request, timeout_s)`` performs one service call (default ``call_service``; the
+    orchestration's RosClient passes one that also watches its processes and raises its errors).
     """
 
-    def __init__(self, node, target: str, wait=poll_until):
-        self.node, self.target, self._wait = node, target, wait
+    def __init__(self, node, target: str, call=call_service):
+        self.node, self.target, self._call = node, target, call
         self._change = node.create_client(ChangeState, f"{target}/change_state")
         self._get = node.create_client(GetState, f"{target}/get_state")
 
@@ -51,12 +55,9 @@ class LifecycleClient:
         request.transition.id = TRANSITIONS[transition]
         return bool(self._call(self._change, request, timeout_s).success)
 
-    def state(self, timeout_s: float = 10.0) -> str:
+    def state(self, timeout_s: float = 30.0) -> str:
         """The node's current state label (unconfigured, inactive, active, finalized)."""
         return self._call(self._get, GetState.Request(), timeout_s).current_state.label
-
-    def _call(self, client, request, timeout_s: float):
-        return call_service(client, request, timeout_s, self._wait)
 
     def destroy(self) -> None:
         self.node.destroy_client(self._change)

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import yaml
 
+from uwm_core.data import open_dataset
 from uwm_core.durable import replace_file
 from uwm_ros.sim.rendering import RenderingUnavailable, check_rendering
 from uwm_ros.sim.tasks import get_task
@@ -155,8 +156,6 @@ class Demo:
                 "median_steps": statistics.median(e.steps for e in episodes if e.success)}
 
     def _convert(self) -> dict:
-        from uwm_core.data import open_dataset  # here, not at the top: it loads torch (see cooperative_threads)
-
         log = self.logs / "convert.log"
         dataset = self.out / "dataset"
         try:

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+# torch and diffusers load here, before check_rendering: loaded after an OSMesa context they segfault
 from uwm_core import WorldModel
 from uwm_core.checkpoint import CheckpointError, read_checkpoint_config
 from uwm_core.durable import replace_file
@@ -139,11 +140,11 @@ def wall_clock_latency(wm, record: dict, calls: int = LATENCY_CALLS) -> dict:
             "calls": calls}
 
 
-def evaluate(settings: EvalSettings, say=print) -> dict:
-    """Run the closed-loop evaluation; returns the report (also written to <out_dir>/eval.json)."""
+def evaluate(settings: EvalSettings, model_cfg, say=print) -> dict:
+    """Run the closed-loop evaluation of a checkpoint (``model_cfg``: its config, from check_inputs);
+    returns the report (also written to <out_dir>/eval.json)."""
     sim_params_file = ros_config_file("sim.yaml")
     sim_params = read_node_params(sim_params_file)
-    model_cfg = check_inputs(settings, sim_params)
     spec = get_task(settings.task)
     max_steps = settings.max_steps or spec.max_steps
     out_dir = Path(settings.out_dir)
@@ -332,10 +333,11 @@ def main(argv=None) -> int:
                             precision=args.precision, real_time=args.real_time, policy_seed=args.policy_seed,
                             torch_threads=args.torch_threads)
     try:
+        model_cfg = check_inputs(settings, read_node_params(ros_config_file("sim.yaml")))
         check_rendering()  # RenderingUnavailable names the package to install
         isolate_ros_graph(args.ros_domain_id)
         cooperative_threads()
-        report = evaluate(settings)
+        report = evaluate(settings, model_cfg)
     except (EvalInputError, ValueError, RenderingUnavailable) as err:
         print(f"uwm-eval-sim: error: {err}", file=sys.stderr)
         return 2

@@ -232,6 +232,3 @@ def run_logged(name: str, argv: list[str], log_path: Path | str, env: dict | Non
         raise
     if process.returncode != 0:
         raise OrchestrationError(process.failure())
-
-
-# ---------------------------------------------------------------------- talking to the nodes

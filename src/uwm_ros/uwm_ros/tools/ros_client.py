@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import rclpy
 from rcl_interfaces.srv import SetParameters
@@ -11,8 +10,8 @@ from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
 
 from uwm_ros.robot import spin
-from uwm_ros.robot.lifecycle_client import LifecycleClient, call_service
-from uwm_ros.tools.processes import POLL_S, OrchestrationError, ProcessGroup
+from uwm_ros.robot.lifecycle_client import LifecycleClient, ServiceFailed, call_service, poll_until
+from uwm_ros.tools.processes import OrchestrationError, ProcessGroup
 
 
 class RosClient:
@@ -41,16 +40,16 @@ class RosClient:
     def wait_for(self, predicate, timeout_s: float, what: str):
         """Poll ``predicate`` until it returns a truthy value (returned); OrchestrationError naming
         ``what`` after ``timeout_s`` or as soon as a watched process dies."""
-        deadline = time.monotonic() + timeout_s
-        while True:
+        def ready_while_alive():
             value = predicate()
-            if value:
-                return value
-            self._check_processes()
-            if time.monotonic() > deadline:
-                raise OrchestrationError(f"timed out after {timeout_s:.0f} s waiting for {what}"
-                                         + self._logs_hint())
-            time.sleep(POLL_S)
+            if not value:
+                self._check_processes()
+            return value
+
+        try:
+            return poll_until(ready_while_alive, timeout_s, what)
+        except TimeoutError as err:
+            raise OrchestrationError(f"{err}{self._logs_hint()}") from None
 
     def _logs_hint(self) -> str:
         if self.watch is None or not self.watch.processes:
@@ -61,10 +60,17 @@ class RosClient:
         """Call a service and return its response."""
         client = self.node.create_client(service_type, name)
         try:
-            return call_service(client, request if request is not None else service_type.Request(), timeout_s,
-                                self.wait_for, ready_timeout_s)
+            return self.call_client(client, request if request is not None else service_type.Request(), timeout_s,
+                                    ready_timeout_s)
         finally:
             self.node.destroy_client(client)
+
+    def call_client(self, client, request, timeout_s: float = 30.0, ready_timeout_s: float = 60.0):
+        """``call_service`` waiting while the watched processes live; failures as OrchestrationError."""
+        try:
+            return call_service(client, request, timeout_s, self.wait_for, ready_timeout_s)
+        except ServiceFailed as err:
+            raise OrchestrationError(str(err)) from None
 
     def set_parameters(self, node_name: str, timeout_s: float = 30.0, **values) -> None:
         """Set parameters of another node through its ``set_parameters`` service."""
@@ -76,7 +82,7 @@ class RosClient:
 
     def lifecycle(self, node_name: str) -> LifecycleClient:
         """A client for the transitions of the lifecycle node ``node_name`` (e.g. the policy)."""
-        return LifecycleClient(self.node, node_name, self.wait_for)
+        return LifecycleClient(self.node, node_name, self.call_client)
 
     def close(self) -> None:
         self.executor.shutdown()

@@ -4,7 +4,7 @@ the real converter: the data stages of uwm-demo and bench/uwm_vs_dp.py.
 ``record_demos`` starts three processes, as a user would for teleoperated demonstrations:
 
     uwm-sim-node    the simulated Franka, fast (simulated time on /clock, lockstep with its commander)
-    uwm-sim-expert  the scripted expert, commanding through the teleop command interface
+    uwm-sim-expert  the scripted expert, commanding through the robot interface (uwm_ros.robot)
     uwm-recorder    one rosbag2 (MCAP) per episode, its delta topic the expert's ~/delta_ee
 
 and for every episode sets the sim's ``seed``, calls ``/uwm_sim/reset``, then ``/recorder/start``,
