@@ -13,15 +13,15 @@
 """
 import importlib
 
-from .store import ActionStats, DatasetError, Episode, EpisodicDataset, open_dataset
-from .writer import DatasetBusyError, DatasetUpdate, DatasetWriter, default_absolute_action_dims
-
-# Training-side names import torch: load them on first use, so that writers and importers
-# (uwm-bag2dataset, uwm-import) start without it.
-_LAZY = {name: "samples" for name in ("ColorJitter", "EpisodeSamples", "Mixture", "SampleSpec", "ShardedSampler",
-                                      "Window", "action_normalizer", "sample_spec", "split_episodes",
-                                      "state_normalizer")}
-_LAZY.update(LatentCache="latent_cache", vae_fingerprint="latent_cache")
+# Every name loads its module on first use: the robot interface imports the pure-numpy alignment
+# without zarr, and writers and importers (uwm-bag2dataset, uwm-import) start without torch.
+_LAZY = {
+    **dict.fromkeys(("ActionStats", "DatasetError", "Episode", "EpisodicDataset", "open_dataset"), "store"),
+    **dict.fromkeys(("DatasetBusyError", "DatasetUpdate", "DatasetWriter", "default_absolute_action_dims"), "writer"),
+    **dict.fromkeys(("ColorJitter", "EpisodeSamples", "Mixture", "SampleSpec", "ShardedSampler", "Window",
+                     "action_normalizer", "sample_spec", "split_episodes", "state_normalizer"), "samples"),
+    **dict.fromkeys(("LatentCache", "vae_fingerprint"), "latent_cache"),
+}
 
 
 def __getattr__(name):
