@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from future_latent_probe import window_frames  # bench/
 from uwm_core import WorldModel
 from uwm_core.data import open_dataset
 
@@ -61,17 +62,13 @@ class AttentionMass:
 
 def windows(wm: WorldModel, dataset, count: int, first_windows: int | None):
     """(current frames, next frames, actions, state) of up to ``count`` windows, spread over the episodes."""
-    To, Ta = wm.obs_horizon, wm.action_horizon
     found = []
     for episode in range(dataset.num_episodes):
-        length = dataset.episode(episode).length
         frames = {cam: dataset.frames(episode, cam) for cam in wm.cameras}
         state, actions = dataset.state(episode), dataset.actions(episode)
-        for t in list(range(0, length - Ta - To + 1))[:first_windows]:
-            now = [max(t - To + 1 + k, 0) for k in range(To)]
-            ahead = [t + Ta + k for k in range(To)]
+        for t, now, ahead in zip(*window_frames(len(actions), wm.obs_horizon, wm.action_horizon, first_windows)):
             found.append(({c: f[now] for c, f in frames.items()}, {c: f[ahead] for c, f in frames.items()},
-                          actions[t:t + Ta], None if state is None or not wm.state_dim else state[now]))
+                          actions[t:t + wm.action_horizon], None if state is None or not wm.state_dim else state[now]))
     picked = np.linspace(0, len(found) - 1, min(count, len(found))).round().astype(int)
     return [found[i] for i in picked]
 

@@ -39,6 +39,16 @@ ROOT = Path(__file__).resolve().parents[1]
 AXES = ("x", "y", "z")
 
 
+def window_frames(length: int, obs_horizon: int, action_horizon: int, first_windows: int | None = None):
+    """Per training window of an episode of ``length`` frames (its first ``first_windows`` only, when
+    given): t, the window's last current frame, from 0 as training samples them (frames before the
+    start repeat the first); the current frames' and the next frames' indices, each (W, obs_horizon)."""
+    starts = np.arange(0, length - action_horizon - obs_horizon + 1)[:first_windows]  # (W,)
+    current = np.maximum(starts[:, None] + np.arange(-obs_horizon + 1, 1), 0)  # (W, To)
+    following = starts[:, None] + action_horizon + np.arange(obs_horizon)  # (W, To)
+    return starts, current, following
+
+
 def episode_features(wm: WorldModel, dataset, episode: int, first_windows: int | None) -> dict[str, np.ndarray]:
     """Per window of ``episode`` (its first ``first_windows`` only, when given): each feature set
     (rows) and the target displacement."""
@@ -49,13 +59,11 @@ def episode_features(wm: WorldModel, dataset, episode: int, first_windows: int |
     for cam in wm.cameras:
         view = model_view(dataset.frames(episode, cam), cfg.resize_shape, wm.image_size)  # (T, 3, S, S)
         latents.append(model.vae.encode(view).flatten(1).numpy())  # (T, C*h*w)
-    # t: the window's last current frame; from 0 as training samples: frames before the start repeat the first
-    starts = np.arange(0, len(positions) - Ta - To + 1)[:first_windows]
+    starts, current, following = window_frames(len(positions), To, Ta, first_windows)
 
-    def frames_at(per_camera: list[np.ndarray], offsets: range) -> np.ndarray:
-        return np.concatenate([x[np.maximum(starts + k, 0)] for x in per_camera for k in offsets], axis=1)
+    def frames_at(per_camera: list[np.ndarray], indices: np.ndarray) -> np.ndarray:
+        return np.concatenate([x[indices[:, k]] for x in per_camera for k in range(To)], axis=1)
 
-    current, following = range(-To + 1, 1), range(Ta, Ta + To)
     return {"current latents": frames_at(latents, current),
             "current + next latents": np.concatenate([frames_at(latents, current), frames_at(latents, following)], 1),
             "next latents": frames_at(latents, following),
