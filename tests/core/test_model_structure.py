@@ -98,3 +98,49 @@ def test_a_random_vae_is_built_as_configured():
     codec = LatentCodec(cfg)
     assert cfg == given and codec.config == cfg
     assert codec.downsample == cfg.downsample == 4
+
+
+def perturbed_net(modality_adaln: bool) -> UnifiedWorldModel:
+    """The tiny uwm model with every denoiser weight random (AdaLN-Zero would hide the modulation)."""
+    torch.manual_seed(0)
+    model = UnifiedWorldModel(load_model_config("tiny", {"modality_adaln": modality_adaln})).eval()
+    with torch.no_grad():
+        for p in model.net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def test_modality_adaln_is_the_shared_modulation_when_both_groups_hold_its_weights():
+    """Per-modality modulation generalises the paper's shared one: with the shared timestep weights
+    in both groups it computes the same function; with different ones, each token group follows
+    its own (the action output changes when only the action tokens' weights do)."""
+    shared, per = perturbed_net(False), perturbed_net(True)
+    assert per.net.token_groups.tolist() == [0] * per.cfg.action_horizon + [1] * (len(per.net.token_groups) - per.cfg.action_horizon)
+    source = shared.net.state_dict()
+    with torch.no_grad():
+        for name, tensor in per.net.state_dict().items():
+            if name.endswith("modulation.time.weight"):  # (groups * chunks * D, Dt): both groups get the shared rows
+                tensor.copy_(torch.cat([source[name]] * 2))
+            elif name.endswith("modulation.time.bias"):  # the shared model's bias is in its observation part
+                tensor.zero_()
+            else:
+                tensor.copy_(source[name])
+    cfg, B = per.cfg, 3
+    obs = torch.rand(B, cfg.num_views, cfg.obs_horizon, 3, 32, 32)
+    actions, latents = torch.randn(B, cfg.action_horizon, cfg.action_dim), torch.randn(B, cfg.num_views, *per.latent_shape)
+    timesteps = (torch.tensor([0, 40, 99]), torch.tensor([99, 7, 0]))
+
+    def outputs(model):
+        with torch.no_grad():
+            return model.net(actions, latents, timesteps, model.encode_condition(obs).obs_parts)
+
+    for a, b in zip(outputs(shared), outputs(per)):
+        torch.testing.assert_close(a, b)
+    # Only the action tokens' timestep modulation of the final layer changes: the action output
+    # follows, the latent output (its tokens modulated by the other group) stays exactly the same.
+    final = per.net.final.modulation.time
+    with torch.no_grad():
+        final.weight[:final.out_features // 2].add_(0.5 * torch.randn(final.out_features // 2, final.in_features))
+    (changed_actions, changed_latents), (actions_before, latents_before) = outputs(per), outputs(shared)
+    assert (changed_actions - actions_before).abs().max() > 1e-3
+    torch.testing.assert_close(changed_latents, latents_before)
