@@ -118,7 +118,7 @@ def main() -> None:
         report = {"command": "python bench/cross_modal_use.py --checkpoint ... --dataset ..."
                              + (f" --first-windows {args.first_windows}" if args.first_windows else ""),
                   "checkpoint": args.checkpoint, "dataset": args.dataset, "windows": len(windows["actions"]),
-                  "modality_adaln": wm.config.modality_adaln, "noise_mse": errors, "noise_seed": 0,
+                  "image_loss_weight": wm.config.image_loss_weight, "noise_mse": errors, "noise_seed": 0,
                   "commit": subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
                                            cwd=ROOT).stdout.strip(),
                   "machine": platform.processor() or platform.machine(), "seconds": round(time.time() - started, 1)}

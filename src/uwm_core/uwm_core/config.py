@@ -124,10 +124,6 @@ class ModelConfig:
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
     num_registers: int = 8
-    # AdaLN timestep modulation of its own for the action tokens and for the latent patches and
-    # registers (the observation part stays shared). The paper uses one modulation for all tokens;
-    # the experiment of bench/modulation_ablation.py, no preset uses it.
-    modality_adaln: bool = False
     patch_shape: list[int] = field(default_factory=lambda: [4, 4, 2])  # latent [H, W, T]: see ``patch``
     # Diffusion (diffusers DDPM for training, DDIM for sampling)
     num_train_steps: int = 100

@@ -18,15 +18,14 @@ class NoiseNet(nn.Module):
     """Predicts the action noise and the latent-image noise under one or two diffusion timesteps.
 
     Conditioning (AdaLN): ``obs_dim``-dimensional observation features (0 for PAD, which
-    conditions by channel concatenation instead) and the embedding of the timestep(s);
-    ``modality_adaln``: the action tokens and the other tokens get their own timestep modulation.
+    conditions by channel concatenation instead) and the embedding of the timestep(s).
     """
 
     def __init__(self, *, action_horizon: int, action_dim: int, embed_dim: int, timestep_embed_dim: int,
                  depth: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, num_registers: int,
                  obs_dim: int, num_timesteps: int, num_views: int = 0,
                  latent_shape: tuple[int, int, int, int] | None = None, patch: PatchShape | None = None,
-                 concat_condition: bool = False, action_mask_token: bool = False, modality_adaln: bool = False):
+                 concat_condition: bool = False, action_mask_token: bool = False):
         super().__init__()
         D = embed_dim
         hidden = int(max(action_dim, D) * mlp_ratio)
@@ -45,15 +44,10 @@ class NoiseNet(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, action_horizon + num_image_tokens + num_registers, D))
         self.image_slice = slice(action_horizon, action_horizon + num_image_tokens)
         self.time_encoder = TimestepEncoder(num_timesteps, timestep_embed_dim)
-        groups = 2 if modality_adaln else 1
-        # Each token's modulation group: 0 for the action tokens, 1 for latent patches and registers.
-        token_groups = torch.ones(action_horizon + num_image_tokens + num_registers, dtype=torch.long)
-        token_groups[:action_horizon] = 0
-        self.register_buffer("token_groups", token_groups if modality_adaln else None, persistent=False)
         self.blocks = nn.ModuleList(
-            AdaLNZeroBlock(D, obs_dim, timestep_embed_dim, num_heads, mlp_ratio, qkv_bias, groups) for _ in range(depth)
+            AdaLNZeroBlock(D, obs_dim, timestep_embed_dim, num_heads, mlp_ratio, qkv_bias) for _ in range(depth)
         )
-        self.final = AdaLNFinalLayer(D, obs_dim, timestep_embed_dim, groups)
+        self.final = AdaLNFinalLayer(D, obs_dim, timestep_embed_dim)
         self._init_weights()
 
     def _init_weights(self):
@@ -108,8 +102,8 @@ class NoiseNet(nn.Module):
         x = torch.cat(tokens, dim=1) + self.pos_embed  # (B, N, D)
         temb = self.time_encoder(*timesteps)  # (B, Dt)
         for block, obs_part in zip(self.blocks, obs_parts):
-            x = block(x, obs_part, temb, self.token_groups)
-        x = self.final(x, obs_parts[-1], temb, self.token_groups)
+            x = block(x, obs_part, temb)
+        x = self.final(x, obs_parts[-1], temb)
         action_noise = self.action_decoder(x[:, :self.action_horizon]).float()  # (B, Ta, A)
         if self.patchifier is None:
             return action_noise, None

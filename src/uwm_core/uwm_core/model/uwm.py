@@ -80,7 +80,6 @@ class UnifiedWorldModel(nn.Module):
             obs_dim=obs_dim, num_timesteps=spec.num_timesteps, num_views=V,
             latent_shape=latent_shape, patch=cfg.patch,
             concat_condition=spec.latent_condition, action_mask_token=spec.action_free == "mask",
-            modality_adaln=cfg.modality_adaln,
         )
         schedule = dict(num_train_timesteps=cfg.num_train_steps, beta_schedule=cfg.beta_schedule,
                         clip_sample=cfg.clip_sample, prediction_type="epsilon")

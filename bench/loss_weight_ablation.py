@@ -1,10 +1,11 @@
-"""Shared vs per-modality AdaLN modulation, 1:1 vs 30x image loss: the four modes of the tiny preset.
+"""The image-loss weight against the four modes of the tiny preset on the synthetic world.
 
-    python bench/modulation_ablation.py [--seeds 0 1] [--threads 2] [--out bench/results/modulation_ablation.json]
+    python bench/loss_weight_ablation.py [--weights 1 7 30] [--seeds 0 1] [--threads 2] \
+        [--out bench/results/loss_weight_ablation.json]
 
-Each configuration is the run of tests/train/test_learning.py (tiny preset, synthetic world of 400
-episodes, 1000 steps, batch 32, lr 1e-3; training seed varied) with ``model.modality_adaln`` and
-``model.image_loss_weight`` set, evaluated on the same 64 held-out starts with that test's measures:
+Each run is the one of tests/train/test_learning.py (tiny preset, synthetic world of 400 episodes,
+1000 steps, batch 32, lr 1e-3; the training seed varied) with ``model.image_loss_weight`` set,
+evaluated on the same 64 held-out starts with that test's measures:
 
 * policy: share of samples committed to a mode, share heading down (0.5 is the expert's);
 * inverse dynamics: direction right, chunk error against the spread of the true chunks;
@@ -12,7 +13,8 @@ episodes, 1000 steps, batch 32, lr 1e-3; training seed varied) with ``model.moda
   median disc error, direction right for the true and for the mirrored chunks;
 * video: share of samples within 2 px of a frame some expert chunk produces.
 
-About 4 minutes per run on 2 cores. Runs are kept in --work and reused.
+About 3 minutes per run on 2 idle cores. Runs are kept in --work and reused. 7 is the weight
+bench/loss_balance.py measures for this world (6.0: action / latent-motion variance per element).
 """
 from __future__ import annotations
 
@@ -34,23 +36,16 @@ from doubles.synthetic_world import generate_episodes, write_synthetic_dataset  
 from uwm_core import WorldModel  # noqa: E402
 from uwm_core.train import load_train_config, train  # noqa: E402
 
-CONFIGS = {  # name: (modality_adaln, image_loss_weight)
-    "shared, 1:1": (False, 1.0),
-    "shared, image 30x": (False, 30.0),
-    "per-modality, 1:1": (True, 1.0),
-}
-
-
-def trained(work: Path, data: Path, name: str, modality_adaln: bool, image_weight: float, seed: int) -> WorldModel:
-    run = f"{'modality' if modality_adaln else 'shared'}_w{image_weight:g}_seed{seed}"
+def trained(work: Path, data: Path, image_weight: float, seed: int) -> WorldModel:
+    run = f"w{image_weight:g}_seed{seed}"
     checkpoint = work / run / "checkpoint"
     if not checkpoint.exists():
-        print(f"training {name}, seed {seed} -> {work / run}", flush=True)
+        print(f"training image_loss_weight={image_weight:g}, seed {seed} -> {work / run}", flush=True)
         train(load_train_config("pretrain", [
             "model_preset=tiny", f"datasets=[{data}]", "model.resize_shape=[32,32]", "batch_size=32", "num_workers=1",
             "num_steps=1000", "lr=1e-3", "model.vae.fit_steps=300", "color_jitter=null", "val_ratio=0",
             "eval_every=0", "save_every=100000", "log_every=100", f"out_dir={work}", f"run_name={run}", f"seed={seed}",
-            f"model.modality_adaln={str(modality_adaln).lower()}", f"model.image_loss_weight={image_weight}"]))
+            f"model.image_loss_weight={image_weight}"]))
     return WorldModel.from_checkpoint(checkpoint)
 
 
@@ -90,10 +85,10 @@ def four_modes(wm: WorldModel) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    parser.add_argument("--weights", type=float, nargs="+", default=[1.0, 7.0, 30.0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--work", default="/tmp/uwm-modulation-ablation")
+    parser.add_argument("--work", default="/tmp/uwm-loss-weight-ablation")
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -102,14 +97,14 @@ def main() -> None:
     if not data.exists():
         write_synthetic_dataset(data, learning.TRAIN_EPISODES, seed=0, max_steps=learning.MAX_STEPS, cameras=("top",))
     results = {}
-    for name in args.configs:
+    for weight in args.weights:
         for seed in args.seeds:
-            results.setdefault(name, {})[seed] = four_modes(trained(work, data, name, *CONFIGS[name], seed))
-            print(f"{name}, seed {seed}: {json.dumps(results[name][seed])}", flush=True)
+            results.setdefault(f"{weight:g}", {})[seed] = four_modes(trained(work, data, weight, seed))
+            print(f"image_loss_weight {weight:g}, seed {seed}: {json.dumps(results[f'{weight:g}'][seed])}", flush=True)
     if args.out:
-        report = {"command": "python bench/modulation_ablation.py --seeds " + " ".join(map(str, args.seeds)),
-                  "configs": {name: dict(zip(("modality_adaln", "image_loss_weight"), CONFIGS[name])) for name in args.configs},
-                  "results": results, "threads": args.threads,
+        report = {"command": "python bench/loss_weight_ablation.py --weights " + " ".join(f"{w:g}" for w in args.weights)
+                             + " --seeds " + " ".join(map(str, args.seeds)),
+                  "results_by_image_loss_weight": results, "threads": args.threads,
                   "commit": subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
                                            cwd=ROOT).stdout.strip(),
                   "machine": platform.processor() or platform.machine(), "seconds": round(time.time() - started)}
