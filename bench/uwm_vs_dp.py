@@ -82,13 +82,14 @@ SCALES = {
         pretrain_demos={TARGET: 25, OTHER: 25}, video_demos={OTHER: 50}, finetune_demos=20, eval_episodes=100,
         pretrain_steps=6000, finetune_steps=2000, image_size=96, eval_max_steps=100, eval_real_time=True,
         train={"model_preset": "small", "model.image_size": 32, "model.resize_shape": [32, 32],
-               "model.use_state": True, "model.execute_steps": 4, "model.vae.fit_steps": 100, "batch_size": 16,
+               "model.execute_steps": 4, "model.vae.fit_steps": 100, "batch_size": 16,
                "lr": 3.0e-4, "color_jitter": None, "num_workers": 0, "val_ratio": 0.0, "eval_every": 0,
                "eval_samples": 4, "log_every": 50},
         finetune={"warmup_steps": 100},
-        note="the default demo's model and training settings (config/demo.yaml: 60-75% lifts after 4000 steps on "
-             "50 lift demos); estimated 1.5 hours on 2 cores: recording 4 min, per arm pretraining 7-12 min, "
-             "finetuning 3-4 min, evaluation 15 min (real time)"),
+        note="the default demo's model and training settings (config/demo.yaml) without proprioception (the paper "
+             "conditions on images only, and action-free videos have no robot state) on 50 multitask demos; "
+             "estimated 1.5-2 hours on 2 cores: recording 5 min, per arm pretraining 7-12 min, finetuning 3-4 min, "
+             "evaluation up to 17 min (real time)"),
     "small": Scale(
         pretrain_demos={TARGET: 50, OTHER: 50}, video_demos={OTHER: 100}, finetune_demos=10, eval_episodes=50,
         pretrain_steps=5000, finetune_steps=2000, image_size=96,
