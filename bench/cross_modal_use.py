@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -30,11 +28,11 @@ import numpy as np
 import torch
 
 from future_latent_probe import window_frames  # bench/
+from provenance import provenance  # bench/
 from uwm_core import WorldModel
 from uwm_core.data import open_dataset
 from uwm_core.processing import model_view
 
-ROOT = Path(__file__).resolve().parents[1]
 TIMESTEPS = (5, 20, 40, 60, 80)
 
 
@@ -119,9 +117,7 @@ def main() -> None:
                              + (f" --first-windows {args.first_windows}" if args.first_windows else ""),
                   "checkpoint": args.checkpoint, "dataset": args.dataset, "windows": len(windows["actions"]),
                   "image_loss_weight": wm.config.image_loss_weight, "noise_mse": errors, "noise_seed": 0,
-                  "commit": subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
-                                           cwd=ROOT).stdout.strip(),
-                  "machine": platform.processor() or platform.machine(), "seconds": round(time.time() - started, 1)}
+                  **provenance(started)}
         Path(args.out).write_text(json.dumps(report, indent=2))
 
 

@@ -20,18 +20,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from provenance import provenance  # bench/
 from uwm_core import WorldModel
 from uwm_core.data import EpisodeSamples, open_dataset, sample_spec
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @torch.no_grad()
@@ -77,9 +74,7 @@ def main() -> None:
                              f"--samples {args.samples}",
                   "variance_per_element": v, "action_to_motion_ratio": round(ratio, 2),
                   "image_loss_weight_trained": wm.config.image_loss_weight,
-                  "commit": subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
-                                           cwd=ROOT).stdout.strip(),
-                  "machine": platform.processor() or platform.machine(), "seconds": round(time.time() - started, 1)}
+                  **provenance(started)}
         Path(args.out).write_text(json.dumps(report, indent=2))
 
 

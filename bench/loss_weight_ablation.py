@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "train")]  # the synthetic world and the learning test
 import test_learning as learning  # noqa: E402
 from doubles.synthetic_world import generate_episodes, write_synthetic_dataset  # noqa: E402
+from provenance import provenance  # noqa: E402  (bench/)
 from uwm_core import WorldModel  # noqa: E402
 from uwm_core.train import load_train_config, train  # noqa: E402
 
@@ -104,10 +103,7 @@ def main() -> None:
     if args.out:
         report = {"command": "python bench/loss_weight_ablation.py --weights " + " ".join(f"{w:g}" for w in args.weights)
                              + " --seeds " + " ".join(map(str, args.seeds)),
-                  "results_by_image_loss_weight": results, "threads": args.threads,
-                  "commit": subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
-                                           cwd=ROOT).stdout.strip(),
-                  "machine": platform.processor() or platform.machine(), "seconds": round(time.time() - started)}
+                  "results_by_image_loss_weight": results, "threads": args.threads, **provenance(started)}
         Path(args.out).write_text(json.dumps(report, indent=2))
 
 
