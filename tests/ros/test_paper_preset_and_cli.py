@@ -81,8 +81,19 @@ def node_process(ns: str, checkpoint, *params: str) -> tuple[SyntheticRobot, sub
                  f"ee_pose_topic:={ns}/pose", f"target_pose_topic:={ns}/target", f"gripper_topic:={ns}/gripper",
                  "torch_threads:=1", *params]
     process = subprocess.Popen([script, "--ros-args", "-r", f"__ns:={ns}", *[a for p in arguments for a in ("-p", p)]],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     return robot, process
+
+
+def output_at_exit(process: subprocess.Popen, timeout_s: float) -> str:
+    """The process's output once it exits; if it hangs, SIGABRT makes faulthandler print where
+    every thread waits, and the test fails with that."""
+    try:
+        return process.communicate(timeout=timeout_s)[0]
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        pytest.fail(f"still running {timeout_s:g} s after the signal:\n{process.communicate()[0][-8000:]}")
 
 
 def test_console_script_autostarts_and_stops_cleanly_on_sigint(ros, tiny_checkpoint):
@@ -91,9 +102,9 @@ def test_console_script_autostarts_and_stops_cleanly_on_sigint(ros, tiny_checkpo
         assert robot.wait_for(lambda: len(robot.snapshot("targets")) >= 5 or process.poll() is not None, 120)
         assert process.poll() is None and robot.get_state() == "active"
         process.send_signal(signal.SIGINT)
-        output, _ = process.communicate(timeout=60)
+        output = output_at_exit(process, 60)
         assert process.returncode == 0, output
-        assert "active: control at 10 Hz" in output
+        assert "active: control at 10 Hz" in output and "SIGINT: holding the robot and shutting down" in output
         # shutting down held the robot: the last target repeats the one before it
         time.sleep(0.3)
         targets = robot.snapshot("targets")
@@ -118,7 +129,7 @@ def test_console_script_stops_within_3_s_while_unconfigured_and_takes_whole_numb
         time.sleep(1.0)  # idle: nothing but the lifecycle services
         started = time.monotonic()
         process.send_signal(stop)
-        output, _ = process.communicate(timeout=30)
+        output = output_at_exit(process, 30)
         assert time.monotonic() - started < 3.0, output
         assert process.returncode == 0, output
         assert "Traceback" not in output and "InvalidParameterType" not in output, output

@@ -36,3 +36,25 @@ def test_spinning_survives_entities_destroyed_by_another_thread(ros):
         executor.shutdown()
         spinner.join(5)
         node.destroy_node()
+
+
+def test_spinning_until_a_condition_returns_while_nothing_wakes_the_executor(ros):
+    """The policy node spins until a stop request; an idle node (no timer, no message) must still
+    see it within the check period."""
+    node = Node("idle")
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    stop = threading.Event()
+    spinner = threading.Thread(target=spin, args=(executor,), kwargs={"until": stop.is_set, "check_period_s": 0.1},
+                               daemon=True)
+    try:
+        spinner.start()
+        time.sleep(0.5)
+        assert spinner.is_alive()  # nothing to do, yet still spinning
+        asked = time.monotonic()
+        stop.set()
+        spinner.join(2.0)
+        assert not spinner.is_alive() and time.monotonic() - asked < 1.0
+    finally:
+        executor.shutdown()
+        node.destroy_node()

@@ -55,10 +55,11 @@ from .config import load_model_config, model_config_to_dict
 from .data import action_normalizer, state_normalizer
 from .durable import replace_file
 from .model import UnifiedWorldModel
+from .stop_request import StopRequest
 from .training.checkpoints import load_latest, restore, save_run, seed_ranks
 from .training.config import TrainConfig, config_dict, load_train_config
 from .training.data import batch_loader, batch_stream, open_training_data, split_samples
-from .training.distributed import Dist, StopRequest, setup_distributed, teardown_distributed
+from .training.distributed import Dist, setup_distributed, teardown_distributed
 from .training.evaluation import evaluate_run
 from .training.run import Run, StepHook
 from .training.step import EMA, Objective, batch_loss, make_optimizer
@@ -173,7 +174,9 @@ def loop(run: Run, hooks: Sequence[StepHook]) -> None:
     """Optimiser steps until num_steps or a stop request (Ctrl-C, SIGTERM), then a checkpoint;
     logging, checkpoints and evaluations every log_every, save_every and eval_every steps."""
     cfg, d, model = run.cfg, run.dist, run.model
-    stop, throughput = StopRequest(), Throughput(cfg.batch_size * cfg.grad_accum * d.world_size, run.step)
+    stop = StopRequest(lambda name: tqdm.write(f"{name}: saving a checkpoint at the end of this step, then stopping "
+                                             "(Ctrl-C again aborts)"))
+    throughput = Throughput(cfg.batch_size * cfg.grad_accum * d.world_size, run.step)
     batches = batch_stream(run.loader, run.samples.sampler, run.epoch, run.batch_in_epoch)
     bar = tqdm(total=cfg.num_steps, initial=run.step, desc=run.dir.name, unit="step", disable=not d.main,
                dynamic_ncols=True)
@@ -198,7 +201,7 @@ def loop(run: Run, hooks: Sequence[StepHook]) -> None:
             bar.update(1)
             for hook in hooks:
                 hook(run, micro_batches, infos)
-            stopping = stop.agreed(d)
+            stopping = d.any(stop.requested)  # all ranks stop after the same step
             saving = run.step % cfg.save_every == 0 or run.step == cfg.num_steps or stopping
             if run.step % cfg.log_every == 0 or saving:  # never save a diverged model
                 log_step(run, infos, grad_norm, throughput.read(run.step), bar)

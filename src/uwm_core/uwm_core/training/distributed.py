@@ -1,9 +1,7 @@
-"""The processes of one run: torchrun's ranks (DDP over NCCL, gloo on CPU), what they exchange,
-and the stop request (Ctrl-C, SIGTERM) they agree on before saving and exiting."""
+"""The processes of one run: torchrun's ranks (DDP over NCCL, gloo on CPU) and what they exchange."""
 from __future__ import annotations
 
 import os
-import signal
 from dataclasses import dataclass
 
 import torch
@@ -74,28 +72,3 @@ def setup_distributed(device: str) -> Dist:
 def teardown_distributed(d: Dist) -> None:
     if d.world_size > 1 and dist.is_initialized():
         dist.destroy_process_group()
-
-
-class StopRequest:
-    """SIGINT / SIGTERM ask the loop to save a checkpoint and exit; a second Ctrl-C aborts."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum, _frame):
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-        tqdm.write(f"{signal.Signals(signum).name}: saving a checkpoint at the end of this step, then stopping "
-                   "(Ctrl-C again aborts)")
-
-    def agreed(self, d: Dist) -> bool:
-        """Whether any rank was asked to stop: all ranks stop after the same step."""
-        return d.any(self.requested)
-
-    def close(self):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)

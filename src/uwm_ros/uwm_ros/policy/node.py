@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import gc
 import json
-import signal
 import sys
 import threading
 
@@ -50,6 +49,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
 from uwm_core import WorldModel
+from uwm_core.stop_request import StopRequest
 from uwm_ros.policy.camera_sync import CameraBuffers
 from uwm_ros.policy.configuration import (POLICY_PARAMETERS, ConfigureError, check_checkpoint, check_parameters,
                                           inference_options, warm_up)
@@ -300,19 +300,13 @@ class PolicyNode(LifecycleNode):
                                            self.get_clock().now().to_msg()))
 
 
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(args=None) -> int:
-    # Our own SIGINT/SIGTERM handling: the context must stay up long enough to hold the robot.
+    # Our own SIGINT/SIGTERM handling: the context must stay up long enough to hold the robot, and
+    # the signal only asks the loop below to stop (see StopRequest: a KeyboardInterrupt raised inside
+    # the executor's thread pool can leave a lock taken and the shutdown waiting for ever).
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGINT, _raise_keyboard_interrupt)
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    stop = StopRequest()
     node = PolicyNode()
-    # Python runs a signal handler only between bytecodes: without a timer the executor waits in C
-    # for as long as nothing happens (unconfigured, finalized), and Ctrl-C would wait with it.
-    node.create_timer(SIGNAL_CHECK_PERIOD_S, lambda: None)
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     code = 0
@@ -320,10 +314,12 @@ def main(args=None) -> int:
         if node.get_parameter("autostart").value:
             if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                 code = 1
-            elif node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+            elif not stop.requested and node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
                 code = 1
         if code == 0:
-            spin(executor)
+            spin(executor, until=lambda: stop.requested, check_period_s=SIGNAL_CHECK_PERIOD_S)
+        if stop.requested:
+            node.get_logger().info(f"{stop.signal_name}: holding the robot and shutting down (Ctrl-C again aborts)")
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
@@ -332,6 +328,7 @@ def main(args=None) -> int:
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
+        stop.close()
     return code
 
 
