@@ -20,18 +20,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from future_latent_probe import window_frames  # bench/
+from provenance import provenance  # bench/
 from uwm_core import WorldModel
 from uwm_core.data import open_dataset
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 class AttentionMass:
@@ -74,6 +72,7 @@ def windows(wm: WorldModel, dataset, count: int, first_windows: int | None):
 
 
 def main() -> None:
+    started = time.time()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--dataset", required=True)
@@ -110,9 +109,7 @@ def main() -> None:
             "command": "python bench/action_image_attention.py --checkpoint ... --dataset ..."
                        + (f" --first-windows {args.first_windows}" if args.first_windows else ""),
             "checkpoint": args.checkpoint, "dataset": args.dataset, "windows": len(mass["policy: action -> noise frames"]),
-            "uniform": uniform, "mass_per_layer": table,
-            "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip(),
-            "machine": platform.processor() or platform.machine()}, indent=2))
+            "uniform": uniform, "mass_per_layer": table, **provenance(started)}, indent=2))
 
 
 if __name__ == "__main__":

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -31,11 +29,10 @@ import numpy as np
 import torch
 
 from camera_probe import cross_validated_r2  # bench/
+from provenance import provenance  # bench/
 from uwm_core import WorldModel
 from uwm_core.data import open_dataset
 from uwm_core.processing import model_view
-
-ROOT = Path(__file__).resolve().parents[1]
 AXES = ("x", "y", "z")
 
 
@@ -103,9 +100,7 @@ def main() -> None:
                   "displacement_std_mm": [round(1000 * float(s), 2) for s in target.std(0)], "r2": results,
                   "latent_shape_per_frame": list(wm.model.encode_frames(torch.zeros(1, 1, 1, 3, wm.image_size,
                                                                                      wm.image_size)).shape[2:]),
-                  "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                           cwd=ROOT).stdout.strip(),
-                  "machine": platform.processor() or platform.machine(), "seconds": round(time.time() - started, 1)}
+                  **provenance(started)}
         Path(args.out).write_text(json.dumps(report, indent=2))
 
 
