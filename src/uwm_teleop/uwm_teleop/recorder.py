@@ -39,12 +39,15 @@ from pathlib import Path
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
+from uwm_core.stop_request import StopRequest
+from uwm_ros.robot.spinning import spin
 from uwm_teleop.bag_reading import META_EPISODE_ID, META_SOFTWARE, META_STARTED, META_TASK, META_TOPICS
 from uwm_teleop.episode_bag import EpisodeBag
 
@@ -334,12 +337,18 @@ class RecorderNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
+    # Ctrl-C / SIGTERM only ask the spin to stop (StopRequest): a KeyboardInterrupt raised inside a
+    # message callback could leave the episode lock or the disk queue's lock taken, and close()
+    # (which writes the open episode) would wait for it for ever.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = StopRequest()
     node = None
     try:
         node = RecorderNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        spin(executor, until=lambda: stop.requested)
+    except (KeyboardInterrupt, ExternalShutdownException):  # a second Ctrl-C; an external shutdown
         pass
     except ValueError as err:
         print(f"uwm-recorder: {err}", file=sys.stderr)
@@ -350,6 +359,7 @@ def main(args=None) -> int:
             node.destroy_node()
         if rclpy.ok():
             rclpy.try_shutdown()
+        stop.close()
     return 0
 
 

@@ -22,9 +22,11 @@ from rcl_interfaces.msg import Parameter, ParameterDescriptor, ParameterType, Pa
 from rcl_interfaces.srv import SetParameters
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
+from uwm_core.stop_request import StopRequest
 from uwm_ros.robot import CommandInterface, declare_command_parameters
 from uwm_teleop.teleop_input import HELP, InputState, KeyboardInput, SpaceMouseInput
 
@@ -184,12 +186,15 @@ class TeleopNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
+    # Ctrl-C / SIGTERM only end the loop below (StopRequest): a KeyboardInterrupt raised inside a
+    # callback could leave the command interface's lock taken and the closing hold waiting for it.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = StopRequest()
     node = None
     status = 0
     try:
         node = TeleopNode()
-        while rclpy.ok() and not (node.lost or node.quit):
+        while rclpy.ok() and not (stop.requested or node.lost or node.quit):
             rclpy.spin_once(node, timeout_sec=0.1)
         status = 1 if node.lost else 0
         # let the last hold and pending service responses go out before leaving
@@ -207,6 +212,7 @@ def main(args=None) -> int:
             node.destroy_node()
         if rclpy.ok():
             rclpy.try_shutdown()
+        stop.close()
     return status
 
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from typing import Callable
 
 import numpy as np
 import rclpy
@@ -51,6 +52,7 @@ from rclpy.clock import Clock as RosClock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.signals import SignalHandlerOptions
 from rclpy.time import Time
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
@@ -58,6 +60,7 @@ from std_msgs.msg import Bool, Float32, String
 from std_srvs.srv import Trigger
 
 from uwm_core.image_codec import encode_raw
+from uwm_core.stop_request import StopRequest
 from uwm_ros.robot.spinning import spin
 
 from uwm_ros.sim.franka_env import DEFAULT_CAMERAS, SCENE_CAMERA_FOVY_DEG, SCENE_CAMERAS, SimFranka
@@ -284,12 +287,13 @@ class SimNode(Node):
             stamp_ns=stamp.nanoseconds))
         self._pose_pub.publish(pose_stamped(*self.sim.ee_pose(), self._base_frame, header_stamp))
 
-    def run(self) -> None:
-        """Step the simulation until the node's context shuts down or ``stop()``: one control period per step,
-        paced by the wall clock (real_time) or by the commander (lockstep) / as fast as possible."""
+    def run(self, until: Callable[[], bool] = lambda: False) -> None:
+        """Step the simulation until the node's context shuts down, ``stop()`` or ``until()``: one control
+        period per step, paced by the wall clock (real_time) or by the commander (lockstep) / as fast as
+        possible."""
         period_s = self.sim.period_s
         next_tick = time.monotonic()
-        while self.context.ok() and not self._stopping.is_set():
+        while self.context.ok() and not self._stopping.is_set() and not until():
             if self._real_time:
                 next_tick += period_s
                 lag_s = time.monotonic() - next_tick
@@ -318,7 +322,10 @@ class SimNode(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
+    # Ctrl-C / SIGTERM only ask the loop to stop (StopRequest): a KeyboardInterrupt raised mid-step
+    # could leave _sim_lock taken and the shutdown below waiting for it.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = StopRequest()
     try:
         node = SimNode()
     except (ValueError, RenderingUnavailable) as err:
@@ -331,18 +338,16 @@ def main(args=None) -> None:
     spinner = threading.Thread(target=spin, args=(executor,), daemon=True)
     spinner.start()
     try:
-        node.run()
-    except (KeyboardInterrupt, ExternalShutdownException):
+        node.run(until=lambda: stop.requested)
+    except (KeyboardInterrupt, ExternalShutdownException):  # a second Ctrl-C; an external shutdown
         pass
-    except Exception:
-        if rclpy.ok():
-            raise  # a publish racing with Ctrl-C's shutdown is no failure
     finally:
         node.stop()
         executor.shutdown()
         node.close()
         node.destroy_node()
         rclpy.try_shutdown()
+        stop.close()
 
 
 if __name__ == "__main__":
