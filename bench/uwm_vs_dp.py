@@ -41,6 +41,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from scipy.stats import binomtest
+
 from uwm_ros.tools.demo import eval_argv, machine, train_argv
 from uwm_ros.tools.processes import (OrchestrationError, console_script, cooperative_threads, isolate_ros_graph,
                                     run_logged)
@@ -115,8 +117,20 @@ class ArmResult:
     success_rate: float = 0.0
     wilson_95: list = field(default_factory=list)
     mean_episode_length: float | None = None
-    seconds: dict = field(default_factory=dict)  # stage -> seconds (this run; skipped stages absent)
+    seconds: dict = field(default_factory=dict)  # stage -> seconds (None: a run from before they were kept)
     eval_report: str = ""
+    outcomes: dict = field(default_factory=dict)  # evaluation seed -> success
+
+
+def paired_comparison(a: ArmResult, b: ArmResult) -> dict:
+    """Exact McNemar test on the seeds both arms were evaluated on: every arm meets the same
+    initial states, so only the seeds where exactly one arm succeeds say which is better."""
+    seeds = sorted(set(a.outcomes) & set(b.outcomes))
+    only_a = sum(a.outcomes[s] and not b.outcomes[s] for s in seeds)
+    only_b = sum(b.outcomes[s] and not a.outcomes[s] for s in seeds)
+    p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    return {"arms": [a.arm, b.arm], "seeds": len(seeds), f"only_{a.arm}": only_a, f"only_{b.arm}": only_b,
+            "mcnemar_exact_p": round(float(p), 4)}
 
 
 class Bench:
@@ -208,6 +222,7 @@ class Bench:
             run_dir = self.runs / overrides["run_name"]
             if (run_dir / "done").exists():
                 self.say(f"{arm} {stage}: present ({run_dir})")
+                result.seconds[stage] = stage_seconds(run_dir / "done")
                 continue
             started = time.monotonic()
             if (run_dir / "checkpoint" / "training_state.pt").exists():
@@ -219,21 +234,29 @@ class Bench:
                 argv = train_argv(recipe, overrides)
             run_logged(f"uwm-train ({arm} {stage})", argv, self.logs / f"{arm}_{stage}.log", say=self.say,
                        heartbeat_s=60.0)
-            (run_dir / "done").write_text("finished\n")
             result.seconds[stage] = round(time.monotonic() - started, 1)
+            (run_dir / "done").write_text(json.dumps({"seconds": result.seconds[stage]}) + "\n")
         eval_dir = self.out / "eval" / arm
         if not (eval_dir / "eval.json").exists():
-            started = time.monotonic()
             self.say(f"{arm} evaluate: {self.scale.eval_episodes} episodes of {TARGET}")
             run_logged(f"uwm-eval-sim ({arm})", eval_argv(self.runs / f"{arm}_finetune" / "checkpoint", TARGET,
                                                            eval_dir, **self._eval_options()),
                        self.logs / f"{arm}_eval.log", say=self.say, heartbeat_s=30.0)
-            result.seconds["evaluate"] = round(time.monotonic() - started, 1)
         report = json.loads((eval_dir / "eval.json").read_text())
+        result.seconds["evaluate"] = round(sum(report["timings"].values()), 1)
+        result.outcomes = {e["seed"]: e["success"] for e in report["episode_results"]}
         result.episodes, result.successes = report["episodes"], report["successes"]
         result.success_rate, result.wilson_95 = report["success_rate"], report["wilson_95"]
         result.mean_episode_length, result.eval_report = report["mean_episode_length"], str(eval_dir / "eval.json")
         return result
+
+
+def stage_seconds(done: Path) -> float | None:
+    """The seconds a finished stage took, kept in its ``done`` file (None: written before they were)."""
+    try:
+        return json.loads(done.read_text())["seconds"]
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _episodes(dataset: Path) -> int:
@@ -268,7 +291,8 @@ def write_results(bench: Bench, results: list[ArmResult], data_seconds: dict, co
               "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": git_commit(),
               "machine": machine(), "device": bench.device,
               "settings": asdict(bench.scale), "target_task": TARGET, "seeds": SEEDS, "out": str(bench.out),
-              "data_seconds": data_seconds, "arms": [asdict(r) for r in results]}
+              "data_seconds": data_seconds, "arms": [asdict(r) for r in results],
+              "paired": [paired_comparison(a, b) for i, a in enumerate(results) for b in results[i + 1:]]}
     path = RESULTS / f"uwm_vs_dp_{bench.name}.json"
     path.write_text(json.dumps(record, indent=2))
     m = record["machine"]
@@ -283,9 +307,15 @@ def write_results(bench: Bench, results: list[ArmResult], data_seconds: dict, co
              "| arm | success | rate | 95% Wilson interval | mean episode length | train + eval seconds |",
              "|---|---|---|---|---|---|"]
     for r in results:
+        seconds = "?" if None in r.seconds.values() else f"{sum(r.seconds.values()):.0f}"
         lines.append(f"| {r.arm} | {r.successes}/{r.episodes} | {r.success_rate:.1%} | "
-                     f"{r.wilson_95[0]:.1%}..{r.wilson_95[1]:.1%} | {r.mean_episode_length} | "
-                     f"{sum(r.seconds.values()):.0f} |")
+                     f"{r.wilson_95[0]:.1%}..{r.wilson_95[1]:.1%} | {r.mean_episode_length} | {seconds} |")
+    lines += ["", "Paired on the evaluation seeds (exact McNemar test: seeds where only one arm succeeds):", "",
+              "| arms | seeds | only the first | only the second | p |", "|---|---|---|---|---|"]
+    for pair in record["paired"]:
+        first, second = pair["arms"]
+        lines.append(f"| {first} vs {second} | {pair['seeds']} | {pair['only_' + first]} | {pair['only_' + second]} | "
+                     f"{pair['mcnemar_exact_p']} |")
     with open(RESULTS / "uwm_vs_dp.md", "a") as f:
         f.write("\n".join(lines) + "\n\n")
     return path
