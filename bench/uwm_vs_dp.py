@@ -91,8 +91,8 @@ SCALES = {
         finetune={"warmup_steps": 100},
         note="the default demo's model and training settings (config/demo.yaml) without proprioception (the paper "
              "conditions on images only, and action-free videos have no robot state) on 50 multitask demos; "
-             "about 2 h 10 min on 2 cores, measured: recording 6 min, per arm pretraining 13 min, finetuning 4.5 min, "
-             "evaluation 14 min (real time)"),
+             "about 2 h 20 min on 2 cores, measured: recording 6 min, per arm pretraining 13-14 min, finetuning 4.5 min, "
+             "evaluation 16 min (real time)"),
     "small": Scale(
         pretrain_demos={TARGET: 50, OTHER: 50}, video_demos={OTHER: 100}, finetune_demos=10, eval_episodes=50,
         pretrain_steps=5000, finetune_steps=2000, image_size=96,
